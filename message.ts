@@ -1,0 +1,357 @@
+/**
+ * Wire protocol v1: the frames a client may send, the frames the server sends, and the one
+ * function that turns an inbound text frame into a validated {@link ClientFrame}.
+ *
+ * Invariants:
+ * - Inbound frames are validated with strict zod objects: an unknown key is an error, so a
+ *   `__proto__` or `constructor` key never reaches application code.
+ * - {@link parseClientFrame} never throws; every failure is a {@link ParseFailure} carrying a
+ *   protocol error code and a message that names the offending field.
+ * - Server frames are plain objects encoded once with `JSON.stringify`; stored chat messages
+ *   ({@link ChatMessage}) are already in their wire shape, so history and live delivery send the
+ *   same bytes.
+ *
+ * The full reference is `docs/PROTOCOL.md`.
+ */
+import { z } from "zod";
+
+/** Protocol version sent in `welcome`. */
+export const PROTOCOL_VERSION = 1;
+/** The WebSocket subprotocol a v1 client offers; the server echoes it. */
+export const SUBPROTOCOL = "parley.v1";
+/** Longest `ref` a client may attach to a frame, in characters. */
+export const MAX_REF_CHARS = 64;
+/** Largest `limit` of a history page, and the default when none is given. */
+export const MAX_HISTORY_LIMIT = 100;
+export const DEFAULT_HISTORY_LIMIT = 50;
+/** Longest user name accepted from `?name=` or a `sender` field, in characters. */
+export const MAX_USER_CHARS = 64;
+
+/** Room names: 1–64 letters, digits, `-`, `_`, `.`. */
+export const ROOM_NAME = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** The error codes of the protocol's `error` frame. */
+export type ErrorCode =
+  | "invalid_json"
+  | "invalid_message"
+  | "unknown_type"
+  | "unsupported_frame"
+  | "too_large"
+  | "rate_limited"
+  | "not_member"
+  | "forbidden"
+  | "unauthorized"
+  | "overloaded"
+  | "internal";
+
+/** The close codes of the protocol, with the constant reason sent with each. */
+export const Close = {
+  normal: { code: 1000, reason: "Normal closure" },
+  goingAway: { code: 1001, reason: "Server shutting down" },
+  idle: { code: 1001, reason: "Idle timeout" },
+  policy: { code: 1008, reason: "Rate limit abuse" },
+  tooBig: { code: 1009, reason: "Message too big" },
+  internal: { code: 1011, reason: "Internal error" },
+  overloaded: { code: 1013, reason: "Server overloaded" },
+  tokenExpired: { code: 4001, reason: "Token expired" },
+  slowConsumer: { code: 4008, reason: "Slow consumer" },
+} as const satisfies Record<string, { code: number; reason: string }>;
+
+/** A close code and its reason, one of {@link Close}. */
+export type CloseCode = (typeof Close)[keyof typeof Close];
+
+// ---------------------------------------------------------------------------------------------
+// Server → client
+
+/** A room message, as stored and as delivered. */
+export interface RoomMessage {
+  type: "message";
+  id: number;
+  room: string;
+  sender: string;
+  content: string;
+  ts: string;
+}
+
+/** A private message between two users, as stored and as delivered. */
+export interface DirectMessage {
+  type: "direct";
+  id: number;
+  from: string;
+  to: string;
+  content: string;
+  ts: string;
+}
+
+/** A stored chat message in its wire shape. */
+export type ChatMessage = RoomMessage | DirectMessage;
+
+/** Every frame the server sends. */
+export type ServerFrame =
+  | ChatMessage
+  | {
+    type: "welcome";
+    user: string;
+    connection: string;
+    rooms: string[];
+    protocol: number;
+    expiresAt?: string;
+  }
+  | { type: "ack"; ref: string; id: number; ts: string }
+  | {
+    type: "joined";
+    room: string;
+    lastId: number;
+    users: string[];
+    recovered?: boolean;
+  }
+  | { type: "left"; room: string }
+  | {
+    type: "history";
+    room?: string;
+    with?: string;
+    messages: ChatMessage[];
+    hasMore: boolean;
+  }
+  | { type: "presence"; room: string; users: string[]; count: number }
+  | { type: "user_joined"; room: string; user: string }
+  | { type: "user_left"; room: string; user: string }
+  | { type: "typing"; room: string; user: string }
+  | { type: "error"; code: ErrorCode; message: string; ref?: string }
+  | { type: "pong"; ref?: string };
+
+/** Encodes a server frame; call once per broadcast and share the string. */
+export function encode(frame: ServerFrame): string {
+  return JSON.stringify(frame);
+}
+
+/** Builds an `error` frame, echoing `ref` when the failing frame carried one. */
+export function errorFrame(code: ErrorCode, message: string, ref?: string): ServerFrame {
+  return ref === undefined ? { type: "error", code, message } : {
+    type: "error",
+    code,
+    message,
+    ref,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client → server
+
+/** Options that bound inbound frames; they come from the server's configuration. */
+export interface ParseOptions {
+  /** Longest `content`, in characters (UTF-16 code units, as JavaScript counts). */
+  maxContentChars: number;
+}
+
+const ref = z.string().min(1).max(MAX_REF_CHARS);
+const room = z.string().regex(ROOM_NAME);
+const user = z.string().min(1).max(MAX_USER_CHARS);
+const messageId = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const limit = z.number().int().min(1).max(MAX_HISTORY_LIMIT);
+
+function content(maxChars: number) {
+  return z.string().min(1).max(maxChars);
+}
+
+function schemas(options: ParseOptions) {
+  const text = content(options.maxContentChars);
+  return {
+    // The old Go server's frame: no type, a sender and a content.
+    legacy: z.strictObject({ content: text, sender: user.optional(), ref: ref.optional() }),
+    message: z.strictObject({
+      type: z.literal("message"),
+      room: room.optional(),
+      content: text,
+      sender: z.string().optional(), // accepted and ignored: identity is stamped by the server
+      ref: ref.optional(),
+    }),
+    direct: z.strictObject({
+      type: z.literal("direct"),
+      to: user,
+      content: text,
+      sender: z.string().optional(),
+      ref: ref.optional(),
+    }),
+    join: z.strictObject({
+      type: z.literal("join"),
+      room,
+      since: messageId.optional(),
+      ref: ref.optional(),
+    }),
+    leave: z.strictObject({ type: z.literal("leave"), room, ref: ref.optional() }),
+    history: z.strictObject({
+      type: z.literal("history"),
+      room: room.optional(),
+      with: user.optional(),
+      before: messageId.optional(),
+      after: messageId.optional(),
+      limit: limit.optional(),
+      ref: ref.optional(),
+    }).refine((f) => (f.room === undefined) !== (f.with === undefined), {
+      message: 'exactly one of "room" and "with" is required',
+      path: ["room"],
+    }).refine((f) => f.before === undefined || f.after === undefined, {
+      message: 'at most one of "before" and "after" may be given',
+      path: ["before"],
+    }),
+    presence: z.strictObject({ type: z.literal("presence"), room, ref: ref.optional() }),
+    typing: z.strictObject({ type: z.literal("typing"), room, ref: ref.optional() }),
+    refresh: z.strictObject({
+      type: z.literal("refresh"),
+      token: z.string().min(1).max(8192),
+      ref: ref.optional(),
+    }),
+    ping: z.strictObject({ type: z.literal("ping"), ref: ref.optional() }),
+  };
+}
+
+type Schemas = ReturnType<typeof schemas>;
+type Typed = Exclude<keyof Schemas, "legacy">;
+
+/** A validated frame from a client; `legacy` is the old server's untyped frame. */
+export type ClientFrame =
+  | ({ type: "legacy" } & z.infer<Schemas["legacy"]>)
+  | { [K in Typed]: z.infer<Schemas[K]> }[Typed];
+
+/** Why a frame was rejected, ready to become an `error` frame. */
+export interface ParseFailure {
+  code: "invalid_json" | "invalid_message" | "unknown_type";
+  message: string;
+  ref?: string;
+}
+
+/** The outcome of {@link FrameParser.parse}. */
+export type ParseResult = { ok: true; frame: ClientFrame } | { ok: false; error: ParseFailure };
+
+/** The frame types a client may send. */
+export const CLIENT_TYPES: ReadonlySet<string> = new Set<Typed>([
+  "message",
+  "direct",
+  "join",
+  "leave",
+  "history",
+  "presence",
+  "typing",
+  "refresh",
+  "ping",
+]);
+
+/** Validates inbound text frames against protocol v1; build one per server and reuse it. */
+export class FrameParser {
+  readonly #schemas: Schemas;
+
+  /** Builds the schemas once for the given limits. */
+  constructor(options: ParseOptions) {
+    this.#schemas = schemas(options);
+  }
+
+  /** Parses one text frame; never throws. */
+  parse(text: string): ParseResult {
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      return fail("invalid_json", "Cannot parse frame: not valid JSON");
+    }
+    if (typeof value !== "object" || value === null || Array.isArray(value)) {
+      return fail("invalid_message", "Cannot parse frame: expected a JSON object");
+    }
+    const record = value as Record<string, unknown>;
+    // Echo the ref on errors whenever it is a well-formed ref, even if another field is bad.
+    const echo = typeof record.ref === "string" && record.ref.length > 0 &&
+        record.ref.length <= MAX_REF_CHARS
+      ? record.ref
+      : undefined;
+    let schema: z.ZodType;
+    let type: ClientFrame["type"];
+    if (!Object.hasOwn(record, "type")) {
+      schema = this.#schemas.legacy;
+      type = "legacy";
+    } else if (typeof record.type !== "string") {
+      return fail("invalid_message", 'Cannot parse frame: field "type" must be a string', echo);
+    } else if (!CLIENT_TYPES.has(record.type)) {
+      return fail(
+        "unknown_type",
+        `Cannot handle frame: unknown type ${JSON.stringify(record.type.slice(0, 32))}`,
+        echo,
+      );
+    } else {
+      type = record.type as Typed;
+      schema = this.#schemas[type as Typed];
+    }
+    const result = schema.safeParse(value);
+    if (!result.success) {
+      return fail("invalid_message", describeIssue(result.error.issues[0]), echo);
+    }
+    const frame = type === "legacy" ? { type, ...(result.data as object) } : result.data;
+    return { ok: true, frame: frame as ClientFrame };
+  }
+}
+
+function fail(code: ParseFailure["code"], message: string, ref?: string): ParseResult {
+  return { ok: false, error: ref === undefined ? { code, message } : { code, message, ref } };
+}
+
+/** Turns the first zod issue into a sentence that names the field. */
+function describeIssue(issue: z.core.$ZodIssue | undefined): string {
+  if (issue === undefined) return "Cannot parse frame: invalid";
+  if (issue.code === "unrecognized_keys") {
+    const key = issue.keys[0] ?? "";
+    return `Cannot parse frame: field ${JSON.stringify(key.slice(0, 32))} is not allowed`;
+  }
+  const field = JSON.stringify(issue.path.map(String).join(".") || "frame");
+  switch (issue.code) {
+    case "invalid_type":
+      return issue.input === undefined
+        ? `Cannot parse frame: field ${field} is missing`
+        : `Cannot parse frame: field ${field} must be ${article(issue.expected)}`;
+    case "too_big":
+      return `Cannot parse frame: field ${field} is too long or too large (maximum ${
+        String(issue.maximum)
+      })`;
+    case "too_small":
+      return `Cannot parse frame: field ${field} is empty or too small (minimum ${
+        String(issue.minimum)
+      })`;
+    case "invalid_format":
+      return `Cannot parse frame: field ${field} has an invalid format`;
+    case "invalid_value":
+      return `Cannot parse frame: field ${field} has an invalid value`;
+    default:
+      return `Cannot parse frame: field ${field} is invalid: ${issue.message}`;
+  }
+}
+
+function article(expected: string): string {
+  if (expected === "int") return "an integer";
+  return /^[aeiou]/.test(expected) ? `an ${expected}` : `a ${expected}`;
+}
+
+/** Tells whether a string's UTF-8 encoding is longer than `limit` bytes, encoding only when
+ * the cheap bounds (one to three bytes per UTF-16 code unit) cannot decide. */
+export function exceedsUtf8(text: string, limit: number): boolean {
+  if (text.length > limit) return true;
+  if (text.length * 3 <= limit) return false;
+  return new TextEncoder().encode(text).byteLength > limit;
+}
+
+/** The key under which a message's conversation is stored and ordered. */
+export function conversationKey(message: ChatMessage | Draft): string {
+  return message.type === "message" ? roomKey(message.room) : directKey(message.from, message.to);
+}
+
+/** The conversation key of a room. */
+export function roomKey(room: string): string {
+  return `room:${room}`;
+}
+
+/** The conversation key of the DM conversation between two users, in either order. */
+export function directKey(a: string, b: string): string {
+  return `dm:${JSON.stringify(a < b ? [a, b] : [b, a])}`;
+}
+
+/** A chat message before the store gives it an id and a timestamp. */
+export type Draft =
+  | Omit<RoomMessage, "id" | "ts">
+  | Omit<DirectMessage, "id" | "ts">;
