@@ -328,12 +328,26 @@ function article(expected: string): string {
   return /^[aeiou]/.test(expected) ? `an ${expected}` : `a ${expected}`;
 }
 
-/** Tells whether a string's UTF-8 encoding is longer than `limit` bytes, encoding only when
- * the cheap bounds (one to three bytes per UTF-16 code unit) cannot decide. */
+/** Counts the UTF-8 bytes of a string without allocating. */
+export function utf8Bytes(text: string): number {
+  let bytes = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
+      bytes += 2; // a surrogate pair: 2 code units, 4 bytes
+      i++;
+    } else bytes += c < 0x800 ? 1 : 2;
+  }
+  return bytes;
+}
+
+/** Tells whether a string's UTF-8 encoding is longer than `limit` bytes, counting only when the
+ * cheap bounds (one to three bytes per UTF-16 code unit) cannot decide. */
 export function exceedsUtf8(text: string, limit: number): boolean {
   if (text.length > limit) return true;
   if (text.length * 3 <= limit) return false;
-  return new TextEncoder().encode(text).byteLength > limit;
+  return utf8Bytes(text) > limit;
 }
 
 /** The key under which a message's conversation is stored and ordered. */

@@ -1,0 +1,257 @@
+/**
+ * Helpers for tests that run a real server: start Parley on 127.0.0.1 port 0, connect real
+ * WebSockets that record every event, and speak raw HTTP/1.1 over TCP where a WebSocket client
+ * cannot (custom headers, malformed upgrades, peers that never read).
+ *
+ * Every helper cleans up after itself so tests can run with the resource sanitizers on.
+ */
+import { type Config, parseConfig } from "./config.ts";
+import { type Parley, type StartOptions, startParley } from "./main.ts";
+
+/** A configuration for tests: loopback, port 0, memory store, given flags on top. */
+export function testConfig(args: string[] = [], env: Record<string, string> = {}): Config {
+  const result = parseConfig(
+    ["--host", "127.0.0.1", "--port", "0", "--store", "memory:", ...args],
+    env,
+  );
+  if (result.kind !== "run") throw new Error(`Bad test config: ${JSON.stringify(result)}`);
+  return result.config;
+}
+
+/** A running test server that shuts down when disposed. */
+export interface TestServer extends Parley, AsyncDisposable {
+  /** The WebSocket URL, with optional query parameters. */
+  ws(query?: Record<string, string>): string;
+}
+
+/** Starts a server for one test; use with `await using`. */
+export async function startTestServer(
+  args: string[] = [],
+  options: StartOptions & { config?: Config } = {},
+): Promise<TestServer> {
+  const parley = await startParley(options.config ?? testConfig(args), options);
+  const ws = (query: Record<string, string> = {}) => {
+    const url = new URL("ws", parley.url);
+    url.protocol = parley.url.protocol === "https:" ? "wss:" : "ws:";
+    for (const [key, value] of Object.entries(query)) url.searchParams.set(key, value);
+    return url.href;
+  };
+  return Object.assign(parley, {
+    ws,
+    [Symbol.asyncDispose]: async () => {
+      await parley.shutdown();
+      await parley.finished;
+    },
+  });
+}
+
+/** One protocol event as received (batches unpacked). */
+export type Event = Record<string, unknown> & { type?: string };
+
+/** A real WebSocket client that records events and can wait for them. */
+export class TestSocket implements AsyncDisposable {
+  readonly socket: WebSocket;
+  /** Every event received, in order, batches unpacked. */
+  readonly events: Event[] = [];
+  /** Raw text frames received. */
+  readonly frames: string[] = [];
+  /** Resolves with the close event. */
+  readonly closed: Promise<CloseEvent>;
+  #waiters: (() => void)[] = [];
+
+  private constructor(socket: WebSocket) {
+    this.socket = socket;
+    this.closed = new Promise((resolve) => {
+      socket.addEventListener("close", (event) => {
+        resolve(event);
+        this.#wake();
+      });
+    });
+    socket.addEventListener("message", (event) => {
+      const text = String(event.data);
+      this.frames.push(text);
+      const value = JSON.parse(text);
+      for (const item of Array.isArray(value) ? value : [value]) this.events.push(item);
+      this.#wake();
+    });
+  }
+
+  /** Connects and waits for the open event (and, by default, the welcome frame). */
+  static async open(
+    url: string,
+    options: { protocols?: string | string[]; welcome?: boolean } = {},
+  ): Promise<TestSocket> {
+    const socket = new WebSocket(url, options.protocols);
+    const client = new TestSocket(socket);
+    await new Promise<void>((resolve, reject) => {
+      socket.addEventListener("open", () => resolve(), { once: true });
+      socket.addEventListener("error", () => reject(new Error(`Cannot connect to ${url}`)), {
+        once: true,
+      });
+    });
+    if (options.welcome !== false) await client.next("welcome");
+    return client;
+  }
+
+  /** Sends a JSON value (or a raw string) as a text frame. */
+  send(value: unknown): void {
+    this.socket.send(typeof value === "string" ? value : JSON.stringify(value));
+  }
+
+  /** Waits until `check` holds for the events so far; fails after `ms`. */
+  async until(check: (events: Event[]) => boolean, ms = 5_000, what = "condition"): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (!check(this.events)) {
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new Error(
+          `Timed out waiting for ${what}; last events: ${JSON.stringify(this.events.slice(-5))}`,
+        );
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.#waiters.push(resolve);
+        timer = setTimeout(resolve, left);
+      });
+      clearTimeout(timer);
+    }
+  }
+
+  /** Waits for the first not yet taken event of a type (and matching `match`), and takes it. */
+  async next(type: string, match: (event: Event) => boolean = () => true, ms = 5_000) {
+    let found: Event | undefined;
+    await this.until(
+      (events) => {
+        found = events.find((e) => e.type === type && !taken.has(e) && match(e));
+        return found !== undefined;
+      },
+      ms,
+      `a "${type}" event`,
+    );
+    taken.add(found!);
+    return found!;
+  }
+
+  /** Events of one type received so far. */
+  of(type: string): Event[] {
+    return this.events.filter((event) => event.type === type);
+  }
+
+  /** Closes (if open) and waits for the close event. */
+  async close(code = 1000): Promise<CloseEvent> {
+    if (this.socket.readyState < 2) this.socket.close(code);
+    return await this.closed;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  #wake(): void {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const wake of waiters) wake();
+  }
+}
+
+const taken = new WeakSet<Event>();
+
+/** A raw HTTP/1.1 response head. */
+export interface RawResponse {
+  status: number;
+  headers: Headers;
+  body: string;
+}
+
+/** Sends one raw HTTP request (its head lines) over TCP and reads the response. */
+export async function rawRequest(url: URL, lines: string[]): Promise<RawResponse> {
+  const conn = await Deno.connect({ hostname: url.hostname, port: Number(url.port) });
+  try {
+    await writeAll(conn, new TextEncoder().encode(lines.join("\r\n") + "\r\n\r\n"));
+    return await readHead(conn);
+  } finally {
+    conn.close();
+  }
+}
+
+/** Opens a WebSocket over raw TCP: the handshake only; the caller owns the connection. */
+export async function rawUpgrade(
+  url: URL,
+  extraHeaders: string[] = [],
+): Promise<{ conn: Deno.TcpConn; response: RawResponse }> {
+  const conn = await Deno.connect({ hostname: url.hostname, port: Number(url.port) });
+  const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
+  const request = [
+    `GET ${url.pathname}${url.search} HTTP/1.1`,
+    `Host: ${url.host}`,
+    "Upgrade: websocket",
+    "Connection: Upgrade",
+    `Sec-WebSocket-Key: ${key}`,
+    "Sec-WebSocket-Version: 13",
+    ...extraHeaders,
+  ];
+  await writeAll(conn, new TextEncoder().encode(request.join("\r\n") + "\r\n\r\n"));
+  const response = await readHead(conn, false);
+  return { conn, response };
+}
+
+/** Encodes one masked client text frame (RFC 6455), optionally as a fragment. */
+export function clientFrame(text: string | Uint8Array, opcode = 1, fin = true): Uint8Array {
+  const payload = typeof text === "string" ? new TextEncoder().encode(text) : text;
+  const mask = crypto.getRandomValues(new Uint8Array(4));
+  const length = payload.length;
+  const header = length < 126 ? 2 : length < 65536 ? 4 : 10;
+  const frame = new Uint8Array(header + 4 + length);
+  frame[0] = (fin ? 0x80 : 0) | opcode;
+  if (length < 126) frame[1] = 0x80 | length;
+  else if (length < 65536) {
+    frame[1] = 0x80 | 126;
+    new DataView(frame.buffer).setUint16(2, length);
+  } else {
+    frame[1] = 0x80 | 127;
+    new DataView(frame.buffer).setBigUint64(2, BigInt(length));
+  }
+  frame.set(mask, header);
+  for (let i = 0; i < length; i++) frame[header + 4 + i] = payload[i]! ^ mask[i % 4]!;
+  return frame;
+}
+
+/** Writes every byte. */
+export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let written = 0;
+  while (written < bytes.length) written += await conn.write(bytes.subarray(written));
+}
+
+async function readHead(conn: Deno.Conn, readBody = true): Promise<RawResponse> {
+  const buffer = new Uint8Array(64 * 1024);
+  let text = "";
+  while (!text.includes("\r\n\r\n")) {
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    text += new TextDecoder().decode(buffer.subarray(0, n));
+  }
+  const [head = "", body = ""] = text.split("\r\n\r\n", 2);
+  const [statusLine = "", ...headerLines] = head.split("\r\n");
+  const headers = new Headers();
+  for (const line of headerLines) {
+    const colon = line.indexOf(":");
+    if (colon > 0) headers.append(line.slice(0, colon).trim(), line.slice(colon + 1).trim());
+  }
+  let rest = body;
+  const length = Number(headers.get("content-length") ?? "0");
+  while (readBody && new TextEncoder().encode(rest).length < length) {
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    rest += new TextDecoder().decode(buffer.subarray(0, n));
+  }
+  return { status: Number(statusLine.split(" ")[1] ?? 0), headers, body: rest };
+}
+
+/** Waits until `check` holds, polling; fails after `ms`. For state outside any socket. */
+export async function eventually(check: () => boolean, ms = 5_000, what = "condition") {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}

@@ -1,0 +1,153 @@
+/**
+ * Test helpers shared by the unit tests: a scriptable {@link SocketLike}, a flush scheduler that
+ * flushes only when told, and recording handlers. Nothing here is used by the server itself.
+ */
+import {
+  Client,
+  type ClientHandler,
+  type ClientOptions,
+  type FlushScheduler,
+  OPEN,
+  type SocketLike,
+} from "./client.ts";
+
+type Listener = (event: never) => void;
+
+/** A socket that records what is sent and lets a test play the peer. */
+export class FakeSocket implements SocketLike {
+  readyState = 0;
+  bufferedAmount = 0;
+  binaryType: BinaryType = "blob";
+  /** Every frame passed to `send`, in order. */
+  readonly sent: string[] = [];
+  /** The arguments of the first `close` call. */
+  closedWith: { code: number; reason: string } | undefined;
+  /** When false, `close()` does not complete the handshake (a peer that never answers). */
+  answersClose = true;
+  readonly #listeners = new Map<string, Listener[]>();
+
+  send(data: string): void {
+    if (this.readyState !== OPEN) throw new DOMException("Not open", "InvalidStateError");
+    this.sent.push(data);
+  }
+
+  close(code = 1005, reason = ""): void {
+    if (new TextEncoder().encode(reason).byteLength > 123) {
+      throw new DOMException("Reason too long", "SyntaxError");
+    }
+    if (this.readyState >= 2) return;
+    this.closedWith ??= { code, reason };
+    this.readyState = 2;
+    if (this.answersClose) this.peerClosed(code, reason);
+  }
+
+  addEventListener(type: string, listener: Listener): void {
+    const list = this.#listeners.get(type) ?? [];
+    list.push(listener);
+    this.#listeners.set(type, list);
+  }
+
+  /** Plays the `open` event. */
+  open(): void {
+    this.readyState = OPEN;
+    this.#emit("open", new Event("open"));
+  }
+
+  /** Plays an inbound frame. */
+  receive(data: string | ArrayBuffer): void {
+    this.#emit("message", new MessageEvent("message", { data }));
+  }
+
+  /** Plays the close event, as when the handshake completes or the peer drops. */
+  peerClosed(code = 1000, reason = ""): void {
+    this.readyState = 3;
+    this.#emit("close", new CloseEvent("close", { code, reason }));
+  }
+
+  /** Every event the client received, batches unpacked, parsed. */
+  get events(): Record<string, unknown>[] {
+    return this.sent.flatMap((text) => {
+      const value = JSON.parse(text);
+      return Array.isArray(value) ? value : [value];
+    });
+  }
+
+  /** Received events of one type. */
+  eventsOf(type: string): Record<string, unknown>[] {
+    return this.events.filter((event) => event.type === type);
+  }
+
+  #emit(type: string, event: Event): void {
+    for (const listener of this.#listeners.get(type) ?? []) (listener as (e: Event) => void)(event);
+  }
+}
+
+/** A scheduler that flushes only when the test calls {@link ManualFlusher.flushAll}. */
+export class ManualFlusher implements FlushScheduler {
+  readonly #dirty = new Set<Client>();
+
+  schedule(client: Client): void {
+    this.#dirty.add(client);
+  }
+
+  /** Flushes every scheduled client once. */
+  flushAll(): void {
+    const dirty = [...this.#dirty];
+    this.#dirty.clear();
+    for (const client of dirty) {
+      if (!client.flush()) this.#dirty.add(client);
+    }
+  }
+}
+
+/** A handler that records the calls it gets. */
+export class RecordingHandler implements ClientHandler {
+  readonly calls: string[] = [];
+  readonly texts: string[] = [];
+  readonly closes: { code: number; reason: string }[] = [];
+
+  opened(client: Client): void {
+    this.calls.push(`opened:${client.id}`);
+  }
+
+  received(_client: Client, text: string): void {
+    this.calls.push("received");
+    this.texts.push(text);
+  }
+
+  refused(_client: Client, reason: string): void {
+    this.calls.push(`refused:${reason}`);
+  }
+
+  closed(_client: Client, code: number, reason: string): void {
+    this.calls.push(`closed:${code}`);
+    this.closes.push({ code, reason });
+  }
+}
+
+let nextId = 0;
+
+/** Makes an open client on a FakeSocket with small, test-friendly bounds. */
+export function fakeClient(
+  options: Partial<ClientOptions> & { handler?: ClientHandler } = {},
+): { client: Client; socket: FakeSocket; flusher: ManualFlusher } {
+  const socket = new FakeSocket();
+  const flusher = options.scheduler instanceof ManualFlusher
+    ? options.scheduler
+    : new ManualFlusher();
+  const { handler = new RecordingHandler(), ...rest } = options;
+  const client = new Client(socket, handler, {
+    id: `c${++nextId}`,
+    user: "alice",
+    named: true,
+    batching: false,
+    remote: "127.0.0.1",
+    maxFrameBytes: 1024,
+    outboxMessages: 16,
+    outboxBytes: 4096,
+    ...rest,
+    scheduler: flusher,
+  });
+  socket.open();
+  return { client, socket, flusher };
+}

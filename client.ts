@@ -1,0 +1,388 @@
+/**
+ * One connected WebSocket: its bounded outbox, its write path and its transport-level checks.
+ *
+ * Ownership:
+ * - A Client owns its socket's writes: {@link Client.flush} is the only caller of `socket.send`.
+ *   Everyone else calls {@link Client.enqueue}, which is synchronous, never blocks and is bounded
+ *   by count and bytes. Past either bound the client is closed with 4008 "Slow consumer"; it then
+ *   resumes from history when it reconnects, so nothing is dropped silently.
+ * - The Hub owns room membership; `client.rooms` is written only by the Hub and read by others.
+ * - Inbound frames are size-checked and type-checked here (text only, at most `maxFrameBytes`),
+ *   then handed to a {@link ClientHandler}; the Client knows nothing of the protocol's meaning.
+ *
+ * Write coalescing: `enqueue` marks the client dirty with a {@link FlushScheduler}, which flushes
+ * it on the next macrotask. Events that pile up while a flush is pending, or while the socket
+ * still holds unsent bytes, leave together: for `parley.v1` clients as one JSON-array frame,
+ * for plain clients one frame each. A lone event leaves alone and at once.
+ *
+ * Code above this file never sees a raw WebSocket, only a {@link SocketLike}.
+ */
+import { Close, type CloseCode, exceedsUtf8, utf8Bytes } from "./message.ts";
+
+/** Most events packed into one batch frame. */
+export const MAX_BATCH_EVENTS = 256;
+/** Most bytes packed into one batch frame; a single larger event still goes alone. */
+export const MAX_BATCH_BYTES = 64 * 1024;
+/** While the socket holds more unsent bytes than this, flushes wait (the peer is behind). */
+export const SOCKET_HIGH_WATER_BYTES = 256 * 1024;
+/** How often a held-back flush re-checks the socket, in milliseconds. */
+export const BACKLOG_RETRY_MS = 10;
+/** How long a close handshake may take before the watchdog tears the client down, in ms. */
+export const CLOSE_WATCHDOG_MS = 3_000;
+/** Share of the outbox bounds above which droppable events (typing) are dropped. */
+export const DROPPABLE_FILL = 0.5;
+
+/** The slice of a WebSocket the server uses; a Deno WebSocket satisfies it, so does FakeSocket. */
+export interface SocketLike {
+  readonly readyState: number;
+  readonly bufferedAmount: number;
+  binaryType: BinaryType;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  addEventListener(type: "open", listener: () => void): void;
+  addEventListener(type: "message", listener: (event: MessageEvent) => void): void;
+  addEventListener(type: "close", listener: (event: CloseEvent) => void): void;
+  addEventListener(type: "error", listener: (event: Event) => void): void;
+}
+
+/** WebSocket ready states. */
+export const OPEN = 1;
+export const CLOSED = 3;
+
+/** A server frame encoded once, with its UTF-8 size, shared by every recipient. */
+export interface PreparedFrame {
+  readonly text: string;
+  readonly bytes: number;
+}
+
+/** Encodes a value once for any number of recipients (gorilla's PreparedMessage). */
+export function prepare(frame: unknown): PreparedFrame {
+  const text = JSON.stringify(frame);
+  return { text, bytes: utf8Bytes(text) };
+}
+
+/** What a Client reports upward; implemented by the chat layer. */
+export interface ClientHandler {
+  /** The socket is open and may be written to. */
+  opened(client: Client): void;
+  /** A text frame within the size limit arrived. */
+  received(client: Client, text: string): void;
+  /** A frame was refused at the transport level (binary, too large). */
+  refused(client: Client, reason: "binary" | "too_large"): void;
+  /** The client is gone; called exactly once. */
+  closed(client: Client, code: number, reason: string): void;
+}
+
+/** Decides when dirty clients flush. */
+export interface FlushScheduler {
+  /** Asks for `client.flush()` soon; calling it again before the flush is harmless. */
+  schedule(client: Client): void;
+}
+
+/** Flushes every dirty client together on the next macrotask, and retries held-back ones. */
+export class MacrotaskFlusher implements FlushScheduler {
+  #dirty: Client[] = [];
+  #timer: ReturnType<typeof setTimeout> | undefined;
+
+  schedule(client: Client): void {
+    this.#dirty.push(client);
+    if (this.#timer === undefined) this.#timer = setTimeout(this.#run, 0);
+  }
+
+  #run = (): void => {
+    this.#timer = undefined;
+    const dirty = this.#dirty;
+    this.#dirty = [];
+    const heldBack: Client[] = [];
+    for (const client of dirty) {
+      if (!client.flush()) heldBack.push(client);
+    }
+    if (heldBack.length > 0) {
+      // The peers are behind: look again shortly rather than spin on every turn.
+      setTimeout(() => {
+        for (const client of heldBack) client.wake();
+      }, BACKLOG_RETRY_MS);
+    }
+  };
+}
+
+/** Settings of one client, from the server configuration. */
+export interface ClientOptions {
+  /** Connection id, unique per server. */
+  id: string;
+  /** Stamped identity. */
+  user: string;
+  /** True when the client named itself with `?name=` or a token (open mode otherwise). */
+  named: boolean;
+  /** True when the client negotiated `parley.v1` and may receive batch frames. */
+  batching: boolean;
+  /** Remote address, for logs and per-IP limits. */
+  remote: string;
+  maxFrameBytes: number;
+  outboxMessages: number;
+  outboxBytes: number;
+  scheduler: FlushScheduler;
+  /** Milliseconds since the epoch; injectable for tests. */
+  now?: () => number;
+  /** Token expiry in token mode. */
+  expiresAt?: Date;
+  /** Told about every frame written, for metrics. */
+  observer?: FlushObserver;
+}
+
+/** Observes the write path; every call is on the hot path, so keep it to a few additions. */
+export interface FlushObserver {
+  /** A frame carrying `events` events was written. */
+  frameOut(events: number): void;
+  /** A flush began with this many bytes waiting in the outbox. */
+  observeOutboxBytes(bytes: number): void;
+  /** The client passed an outbox bound and is being closed with 4008. */
+  slowConsumerDisconnect(): void;
+}
+
+/** Counters a client keeps for its close log line and for metrics. */
+export interface ClientStats {
+  framesIn: number;
+  framesOut: number;
+  eventsOut: number;
+  openedAt: number;
+}
+
+/** One WebSocket connection and its outbox. */
+export class Client {
+  readonly id: string;
+  readonly remote: string;
+  readonly batching: boolean;
+  /** The stamped identity; in open mode fixed at connect time. */
+  readonly user: string;
+  readonly named: boolean;
+  /** Rooms this client is a live or pending member of; written only by the Hub. */
+  readonly rooms: Set<string> = new Set();
+  readonly stats: ClientStats;
+  /** Token expiry in token mode; replaced on `refresh`. */
+  expiresAt: Date | undefined;
+
+  readonly #socket: SocketLike;
+  readonly #handler: ClientHandler;
+  readonly #options: ClientOptions;
+  #outbox: PreparedFrame[] = [];
+  #outboxHead = 0;
+  #outboxBytes = 0;
+  #scheduled = false;
+  #closing = false;
+  #closed = false;
+  #watchdog: ReturnType<typeof setTimeout> | undefined;
+
+  /** Wraps a socket; attaches listeners only, so it cannot throw after an upgrade. */
+  constructor(socket: SocketLike, handler: ClientHandler, options: ClientOptions) {
+    this.#socket = socket;
+    this.#handler = handler;
+    this.#options = options;
+    this.id = options.id;
+    this.user = options.user;
+    this.named = options.named;
+    this.remote = options.remote;
+    this.batching = options.batching;
+    this.expiresAt = options.expiresAt;
+    this.stats = { framesIn: 0, framesOut: 0, eventsOut: 0, openedAt: this.#now() };
+    socket.binaryType = "arraybuffer";
+    socket.addEventListener("open", this.#onOpen);
+    socket.addEventListener("message", this.#onMessage);
+    socket.addEventListener("close", this.#onClose);
+    socket.addEventListener("error", this.#onError);
+  }
+
+  /** Whether the client still accepts frames (not closing or closed). */
+  get active(): boolean {
+    return !this.#closing && !this.#closed;
+  }
+
+  /** Events waiting in the outbox. */
+  get pending(): number {
+    return this.#outbox.length - this.#outboxHead;
+  }
+
+  /** Bytes waiting in the outbox plus bytes the socket has not sent yet. */
+  get backlogBytes(): number {
+    return this.#outboxBytes + this.#socket.bufferedAmount;
+  }
+
+  /**
+   * Queues a frame for this client without blocking.
+   *
+   * Returns false when the frame was not queued: the client is closing, or the frame is
+   * `droppable` (typing) and the outbox is under pressure. When a bound is passed the client is
+   * closed with 4008 and false is returned.
+   */
+  enqueue(frame: PreparedFrame, droppable = false): boolean {
+    if (this.#closing || this.#closed) return false;
+    const count = this.pending + 1;
+    const bytes = this.backlogBytes + frame.bytes;
+    const { outboxMessages, outboxBytes } = this.#options;
+    if (
+      droppable && (count > outboxMessages * DROPPABLE_FILL || bytes > outboxBytes * DROPPABLE_FILL)
+    ) {
+      return false;
+    }
+    if (count > outboxMessages || bytes > outboxBytes) {
+      this.#options.observer?.slowConsumerDisconnect();
+      this.close(Close.slowConsumer);
+      return false;
+    }
+    this.#outbox.push(frame);
+    this.#outboxBytes += frame.bytes;
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      this.#options.scheduler.schedule(this);
+    }
+    return true;
+  }
+
+  /**
+   * Writes what the outbox holds; the only caller of `socket.send`.
+   *
+   * Returns false when it held back because the socket still has too many unsent bytes; the
+   * scheduler then calls {@link Client.wake} later.
+   */
+  flush(): boolean {
+    this.#scheduled = false;
+    if (this.#closed || this.#socket.readyState !== OPEN) return true;
+    if (this.#socket.bufferedAmount > SOCKET_HIGH_WATER_BYTES) {
+      this.#scheduled = true;
+      return false;
+    }
+    const outbox = this.#outbox;
+    let head = this.#outboxHead;
+    const observer = this.#options.observer;
+    observer?.observeOutboxBytes(this.#outboxBytes);
+    try {
+      while (head < outbox.length) {
+        if (!this.batching || head + 1 === outbox.length) {
+          const frame = outbox[head++]!;
+          this.#socket.send(frame.text);
+          this.#outboxBytes -= frame.bytes;
+          this.stats.framesOut++;
+          this.stats.eventsOut++;
+          observer?.frameOut(1);
+          continue;
+        }
+        // Pack as many whole events as fit into one JSON array.
+        let end = head;
+        let size = 2;
+        while (
+          end < outbox.length && end - head < MAX_BATCH_EVENTS &&
+          (end === head || size + outbox[end]!.bytes + 1 <= MAX_BATCH_BYTES)
+        ) {
+          size += outbox[end]!.bytes + 1;
+          end++;
+        }
+        let text = outbox[head]!.text;
+        let bytes = outbox[head]!.bytes;
+        if (end - head > 1) {
+          const parts: string[] = new Array(end - head);
+          for (let i = head; i < end; i++) {
+            parts[i - head] = outbox[i]!.text;
+            bytes += i === head ? 0 : outbox[i]!.bytes;
+          }
+          text = `[${parts.join(",")}]`;
+        }
+        this.#socket.send(text);
+        this.#outboxBytes -= bytes;
+        this.stats.framesOut++;
+        this.stats.eventsOut += end - head;
+        observer?.frameOut(end - head);
+        head = end;
+      }
+    } catch {
+      // The socket died under us; its close event finishes the teardown.
+      this.#outboxHead = head;
+      this.close(Close.internal);
+      return true;
+    }
+    this.#outbox = [];
+    this.#outboxHead = 0;
+    this.#outboxBytes = 0;
+    return true;
+  }
+
+  /** Re-schedules a flush that was held back by a full socket. */
+  wake(): void {
+    if (this.#closed) return;
+    this.#scheduled = true;
+    this.#options.scheduler.schedule(this);
+  }
+
+  /**
+   * Starts the close handshake with a protocol close code; idempotent.
+   *
+   * A peer that never answers the close frame would leave the socket CLOSING for good; the
+   * watchdog reports the client closed after {@link CLOSE_WATCHDOG_MS} regardless.
+   */
+  close(close: CloseCode): void {
+    if (this.#closing || this.#closed) return;
+    this.#closing = true;
+    this.#outbox = [];
+    this.#outboxHead = 0;
+    this.#outboxBytes = 0;
+    try {
+      this.#socket.close(close.code, close.reason);
+    } catch {
+      // CONNECTING or already closed: the close event (or the watchdog) finishes the job.
+    }
+    this.#watchdog = setTimeout(() => {
+      this.#watchdog = undefined;
+      this.#finish(close.code, `${close.reason} (close handshake timed out)`);
+    }, CLOSE_WATCHDOG_MS);
+  }
+
+  #onOpen = (): void => {
+    if (this.#closed) return;
+    this.#handler.opened(this);
+  };
+
+  #onMessage = (event: MessageEvent): void => {
+    if (this.#closing || this.#closed) return;
+    this.stats.framesIn++;
+    const data: unknown = event.data;
+    if (typeof data !== "string") {
+      const size = data instanceof ArrayBuffer ? data.byteLength : 0;
+      if (size > this.#options.maxFrameBytes) {
+        this.#handler.refused(this, "too_large");
+        this.close(Close.tooBig);
+      } else {
+        this.#handler.refused(this, "binary");
+      }
+      return;
+    }
+    if (exceedsUtf8(data, this.#options.maxFrameBytes)) {
+      this.#handler.refused(this, "too_large");
+      this.close(Close.tooBig);
+      return;
+    }
+    this.#handler.received(this, data);
+  };
+
+  #onClose = (event: CloseEvent): void => {
+    this.#finish(event.code, event.reason);
+  };
+
+  #onError = (): void => {
+    // Deno follows an error with a close event; nothing to do until then.
+  };
+
+  #finish(code: number, reason: string): void {
+    if (this.#closed) return; // `close` can fire twice, and the watchdog may race it
+    this.#closed = true;
+    this.#closing = true;
+    if (this.#watchdog !== undefined) clearTimeout(this.#watchdog);
+    this.#watchdog = undefined;
+    this.#outbox = [];
+    this.#outboxHead = 0;
+    this.#outboxBytes = 0;
+    this.#handler.closed(this, code, reason);
+  }
+
+  #now(): number {
+    return (this.#options.now ?? Date.now)();
+  }
+}

@@ -1,0 +1,339 @@
+/**
+ * The Hub: the registry of connected clients, the rooms they are in and the users behind them,
+ * and the local fan-out of everything the broker delivers.
+ *
+ * Ownership and invariants:
+ * - The Hub is the only writer of its registry (`#clients`, `#rooms`, `#users`) and of every
+ *   `client.rooms`. It changes them only inside {@link Hub.run}, one {@link HubEvent} at a time,
+ *   in the private synchronous `#apply`, which never awaits. Store and broker calls happen before
+ *   an event reaches the hub.
+ * - Each broadcast is encoded once ({@link prepare}) and the same string is enqueued to every
+ *   recipient; enqueueing never blocks, so one slow client cannot hold up the others.
+ * - A join is pending until its `join_ready` event arrives with the replay read from the store.
+ *   While pending, live messages for that room are buffered for the client; on `join_ready` the
+ *   client receives the replay, then the buffered messages newer than the replay, then live ones:
+ *   no gap, no duplicate, in id order.
+ * - `user_joined` / `user_left` go out when a user's first connection enters, or last leaves, a
+ *   room, and only for rooms of at most `presenceEventsMax` members.
+ *
+ * Events from sockets are offered with `trySend` (callers answer `overloaded` when it fails);
+ * events that must not be lost (broker deliveries, join completions, unregistrations) use `send`.
+ */
+import type { BrokerEvent } from "./broker.ts";
+import { type Client, prepare, type PreparedFrame } from "./client.ts";
+import { type ChatMessage, Close, PROTOCOL_VERSION, type ServerFrame } from "./message.ts";
+import { Queue } from "./queue.ts";
+
+/** Default capacity of the hub's event queue. */
+export const HUB_QUEUE_CAPACITY = 65_536;
+
+/** Everything that changes the hub's state or asks it something. */
+export type HubEvent =
+  | { type: "register"; client: Client }
+  | { type: "unregister"; client: Client }
+  | { type: "join"; client: Client; room: string }
+  | {
+    type: "join_ready";
+    client: Client;
+    room: string;
+    replay: ChatMessage[];
+    lastId: number;
+    recovered?: boolean;
+  }
+  | { type: "join_failed"; client: Client; room: string; ref?: string }
+  | { type: "leave"; client: Client; room: string }
+  | { type: "presence"; client: Client; room: string; ref?: string }
+  | { type: "deliver"; event: BrokerEvent };
+
+/** Settings of the hub. */
+export interface HubOptions {
+  /** The room every connection joins on open. */
+  defaultRoom: string;
+  /** Rooms above this many members get no `user_joined`/`user_left` broadcasts. */
+  presenceEventsMax: number;
+  /** Capacity of the event queue. */
+  queueCapacity?: number;
+  /** Observes fan-out work, for metrics; called once per delivered event. */
+  onFanout?: (recipients: number, started: number) => void;
+}
+
+interface Room {
+  /** Live members; receive deliveries directly. */
+  readonly live: Set<Client>;
+  /** Members whose join is pending, with the deliveries held back for them. */
+  readonly pending: Map<Client, ChatMessage[]>;
+  /** Connections per user among live members. */
+  readonly users: Map<string, number>;
+}
+
+/** The registry and fan-out of one node. */
+export class Hub {
+  readonly #queue: Queue<HubEvent>;
+  readonly #options: HubOptions;
+  readonly #clients = new Set<Client>();
+  readonly #rooms = new Map<string, Room>();
+  readonly #users = new Map<string, Set<Client>>();
+
+  /** Creates a hub with an empty registry. */
+  constructor(options: HubOptions) {
+    this.#options = options;
+    this.#queue = new Queue(options.queueCapacity ?? HUB_QUEUE_CAPACITY);
+  }
+
+  /** Events waiting in the queue. */
+  get queueDepth(): number {
+    return this.#queue.size + this.#queue.waiting;
+  }
+
+  /** Connected clients. */
+  get size(): number {
+    return this.#clients.size;
+  }
+
+  /** Offers an event without waiting; false when the queue is full or closed. */
+  trySend(event: HubEvent): boolean {
+    return this.#queue.trySend(event);
+  }
+
+  /** Queues an event, waiting for space; rejects once the hub is closed. */
+  send(event: HubEvent): Promise<void> {
+    return this.#queue.send(event);
+  }
+
+  /** The broker listener of this node: queues a delivery, waiting for space. */
+  deliver = (event: BrokerEvent): Promise<void> => this.#queue.send({ type: "deliver", event });
+
+  /**
+   * Applies events until the source ends; by default the hub's own queue, until
+   * {@link Hub.close}. Tests pass a finite iterable.
+   */
+  async run(source: AsyncIterable<HubEvent> | Iterable<HubEvent> = this.#queue): Promise<void> {
+    for await (const event of source) this.#apply(event);
+  }
+
+  /** Stops accepting events; `run()` returns once the queue has drained. */
+  close(): void {
+    this.#queue.close();
+  }
+
+  /** Closes every connected client with the given close code (shutdown: 1001). */
+  closeAll(close: typeof Close[keyof typeof Close] = Close.goingAway): void {
+    for (const client of this.#clients) client.close(close);
+  }
+
+  /** Online user names of a room, sorted; a snapshot for the HTTP API and tests. */
+  usersIn(room: string): string[] {
+    return [...(this.#rooms.get(room)?.users.keys() ?? [])].sort();
+  }
+
+  /** Live member connections of a room. */
+  membersOf(room: string): number {
+    return this.#rooms.get(room)?.live.size ?? 0;
+  }
+
+  /** Connections of a user on this node. */
+  connectionsOf(user: string): number {
+    return this.#users.get(user)?.size ?? 0;
+  }
+
+  /** Rooms with at least one live or pending member. */
+  get rooms(): string[] {
+    return [...this.#rooms.keys()];
+  }
+
+  #apply(event: HubEvent): void {
+    switch (event.type) {
+      case "register":
+        return this.#register(event.client);
+      case "unregister":
+        return this.#unregister(event.client);
+      case "join":
+        return this.#join(event.client, event.room);
+      case "join_ready":
+        return this.#joinReady(event);
+      case "join_failed":
+        return this.#joinFailed(event.client, event.room, event.ref);
+      case "leave":
+        return this.#leave(event.client, event.room, true);
+      case "presence":
+        return this.#presence(event.client, event.room, event.ref);
+      case "deliver":
+        return this.#deliver(event.event);
+      default: {
+        const unknown: never = event;
+        throw new Error(`Cannot apply hub event: ${JSON.stringify(unknown)}`);
+      }
+    }
+  }
+
+  #register(client: Client): void {
+    if (!client.active || this.#clients.has(client)) return;
+    this.#clients.add(client);
+    let connections = this.#users.get(client.user);
+    if (connections === undefined) {
+      connections = new Set();
+      this.#users.set(client.user, connections);
+    }
+    connections.add(client);
+    const room = this.#options.defaultRoom;
+    const welcome: ServerFrame = {
+      type: "welcome",
+      user: client.user,
+      connection: client.id,
+      rooms: [room],
+      protocol: PROTOCOL_VERSION,
+    };
+    if (client.expiresAt !== undefined) welcome.expiresAt = client.expiresAt.toISOString();
+    client.enqueue(prepare(welcome));
+    this.#addLive(client, room);
+  }
+
+  #unregister(client: Client): void {
+    if (!this.#clients.delete(client)) return;
+    for (const room of [...client.rooms]) this.#leave(client, room, false);
+    const connections = this.#users.get(client.user);
+    connections?.delete(client);
+    if (connections?.size === 0) this.#users.delete(client.user);
+  }
+
+  #join(client: Client, name: string): void {
+    if (!this.#clients.has(client)) return;
+    const room = this.#room(name);
+    // A join of a room already joined is a resume: hold live messages until the replay is sent.
+    room.pending.set(client, []);
+    client.rooms.add(name);
+  }
+
+  #joinReady(event: Extract<HubEvent, { type: "join_ready" }>): void {
+    const { client, replay, lastId } = event;
+    const room = this.#rooms.get(event.room);
+    const held = room?.pending.get(client);
+    if (room === undefined || held === undefined) return; // left or disconnected meanwhile
+    room.pending.delete(client);
+    const users = this.#addLive(client, event.room);
+    const joined: ServerFrame = { type: "joined", room: event.room, lastId, users };
+    if (event.recovered !== undefined) joined.recovered = event.recovered;
+    // Replay first, then what arrived while the join was pending and is newer than the replay.
+    let last = lastId;
+    for (const message of replay) {
+      client.enqueue(prepare(message));
+      last = Math.max(last, message.id);
+    }
+    client.enqueue(prepare(joined));
+    for (const message of held) {
+      if (message.id > last) client.enqueue(prepare(message));
+    }
+  }
+
+  #joinFailed(client: Client, name: string, ref: string | undefined): void {
+    const room = this.#rooms.get(name);
+    if (room === undefined || !room.pending.delete(client)) return;
+    if (!room.live.has(client)) client.rooms.delete(name);
+    this.#dropIfEmpty(name, room);
+    client.enqueue(prepare({
+      type: "error",
+      code: "internal",
+      message: `Cannot join room "${name}": history is unavailable`,
+      ...(ref === undefined ? {} : { ref }),
+    }));
+  }
+
+  #leave(client: Client, name: string, reply: boolean): void {
+    const room = this.#rooms.get(name);
+    if (room === undefined || !client.rooms.delete(name)) return;
+    room.pending.delete(client);
+    if (room.live.delete(client)) {
+      const left = (room.users.get(client.user) ?? 1) - 1;
+      if (left > 0) room.users.set(client.user, left);
+      else {
+        room.users.delete(client.user);
+        this.#announce(room, { type: "user_left", room: name, user: client.user }, client);
+      }
+    }
+    this.#dropIfEmpty(name, room);
+    if (reply) client.enqueue(prepare({ type: "left", room: name }));
+  }
+
+  #presence(client: Client, name: string, ref: string | undefined): void {
+    const users = this.usersIn(name);
+    const frame: ServerFrame = { type: "presence", room: name, users, count: users.length };
+    client.enqueue(prepare(ref === undefined ? frame : { ...frame, ref }));
+  }
+
+  #deliver(event: BrokerEvent): void {
+    const started = performance.now();
+    let recipients = 0;
+    if (event.type === "message") {
+      const room = this.#rooms.get(event.room);
+      if (room === undefined) return;
+      const frame = prepare(event);
+      const pending = room.pending;
+      if (pending.size === 0) {
+        for (const client of room.live) client.enqueue(frame);
+        recipients = room.live.size;
+      } else {
+        // A live member that re-joins to resume gets this message from its replay or buffer.
+        for (const client of room.live) {
+          if (!pending.has(client) && client.enqueue(frame)) recipients++;
+        }
+        for (const held of pending.values()) held.push(event);
+      }
+    } else if (event.type === "direct") {
+      const frame = prepare(event);
+      recipients += this.#sendToUser(event.to, frame);
+      if (event.from !== event.to) recipients += this.#sendToUser(event.from, frame);
+    } else {
+      const room = this.#rooms.get(event.room);
+      if (room === undefined) return;
+      const frame = prepare(event);
+      for (const client of room.live) {
+        if (client.user !== event.user && client.enqueue(frame, true)) recipients++;
+      }
+    }
+    this.#options.onFanout?.(recipients, started);
+  }
+
+  #sendToUser(user: string, frame: PreparedFrame): number {
+    const connections = this.#users.get(user);
+    if (connections === undefined) return 0;
+    for (const client of connections) client.enqueue(frame);
+    return connections.size;
+  }
+
+  /** Makes a client a live member and returns the room's online users. */
+  #addLive(client: Client, name: string): string[] {
+    const room = this.#room(name);
+    client.rooms.add(name);
+    if (!room.live.has(client)) {
+      room.live.add(client);
+      const count = room.users.get(client.user) ?? 0;
+      room.users.set(client.user, count + 1);
+      if (count === 0) {
+        this.#announce(room, { type: "user_joined", room: name, user: client.user }, client);
+      }
+    }
+    return [...room.users.keys()].sort();
+  }
+
+  /** Sends a presence change to a room's live members, except `skip`, if the room is small. */
+  #announce(room: Room, frame: ServerFrame, skip: Client): void {
+    if (room.live.size > this.#options.presenceEventsMax) return;
+    const prepared = prepare(frame);
+    for (const member of room.live) {
+      if (member !== skip) member.enqueue(prepared);
+    }
+  }
+
+  #room(name: string): Room {
+    let room = this.#rooms.get(name);
+    if (room === undefined) {
+      room = { live: new Set(), pending: new Map(), users: new Map() };
+      this.#rooms.set(name, room);
+    }
+    return room;
+  }
+
+  #dropIfEmpty(name: string, room: Room): void {
+    if (room.live.size === 0 && room.pending.size === 0) this.#rooms.delete(name);
+  }
+}
