@@ -11,7 +11,7 @@ import { type Parley, type StartOptions, startParley } from "./main.ts";
 /** A configuration for tests: loopback, port 0, memory store, given flags on top. */
 export function testConfig(args: string[] = [], env: Record<string, string> = {}): Config {
   const result = parseConfig(
-    ["--host", "127.0.0.1", "--port", "0", "--store", "memory:", ...args],
+    ["--host", "127.0.0.1", "--port", "0", "--store", "memory:", "--idle-timeout", "0", ...args],
     env,
   );
   if (result.kind !== "run") throw new Error(`Bad test config: ${JSON.stringify(result)}`);
@@ -161,6 +161,8 @@ export interface RawResponse {
   status: number;
   headers: Headers;
   body: string;
+  /** Bytes read past the head: the body, or the first WebSocket frames after a 101. */
+  rest: Uint8Array;
 }
 
 /** Sends one raw HTTP request (its head lines) over TCP and reads the response. */
@@ -223,28 +225,46 @@ export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void
 }
 
 async function readHead(conn: Deno.Conn, readBody = true): Promise<RawResponse> {
-  const buffer = new Uint8Array(64 * 1024);
-  let text = "";
-  while (!text.includes("\r\n\r\n")) {
-    const n = await conn.read(buffer);
+  const chunk = new Uint8Array(64 * 1024);
+  let bytes = new Uint8Array(0);
+  let end = -1;
+  while (end < 0) {
+    const n = await conn.read(chunk);
     if (n === null) break;
-    text += new TextDecoder().decode(buffer.subarray(0, n));
+    const next = new Uint8Array(bytes.length + n);
+    next.set(bytes);
+    next.set(chunk.subarray(0, n), bytes.length);
+    bytes = next;
+    for (let i = Math.max(0, bytes.length - n - 3); i + 3 < bytes.length; i++) {
+      if (bytes[i] === 13 && bytes[i + 1] === 10 && bytes[i + 2] === 13 && bytes[i + 3] === 10) {
+        end = i;
+        break;
+      }
+    }
   }
-  const [head = "", body = ""] = text.split("\r\n\r\n", 2);
+  const head = new TextDecoder().decode(end < 0 ? bytes : bytes.subarray(0, end));
+  let rest = end < 0 ? new Uint8Array(0) : bytes.slice(end + 4);
   const [statusLine = "", ...headerLines] = head.split("\r\n");
   const headers = new Headers();
   for (const line of headerLines) {
     const colon = line.indexOf(":");
     if (colon > 0) headers.append(line.slice(0, colon).trim(), line.slice(colon + 1).trim());
   }
-  let rest = body;
   const length = Number(headers.get("content-length") ?? "0");
-  while (readBody && new TextEncoder().encode(rest).length < length) {
-    const n = await conn.read(buffer);
+  while (readBody && rest.length < length) {
+    const n = await conn.read(chunk);
     if (n === null) break;
-    rest += new TextDecoder().decode(buffer.subarray(0, n));
+    const next = new Uint8Array(rest.length + n);
+    next.set(rest);
+    next.set(chunk.subarray(0, n), rest.length);
+    rest = next;
   }
-  return { status: Number(statusLine.split(" ")[1] ?? 0), headers, body: rest };
+  return {
+    status: Number(statusLine.split(" ")[1] ?? 0),
+    headers,
+    body: readBody ? new TextDecoder().decode(rest) : "",
+    rest,
+  };
 }
 
 /** Waits until `check` holds, polling; fails after `ms`. For state outside any socket. */
@@ -254,4 +274,162 @@ export async function eventually(check: () => boolean, ms = 5_000, what = "condi
     if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
+}
+
+/** A Parley server running as its own process. */
+export interface ServerProcess extends AsyncDisposable {
+  readonly child: Deno.ChildProcess;
+  readonly url: URL;
+  /** `ws://…/ws` with optional query parameters. */
+  ws(query?: Record<string, string>): string;
+  /** Everything the process wrote to stdout and stderr so far. */
+  output(): string;
+  /** Resident set size of the process in bytes, from /proc. */
+  rss(): Promise<number>;
+  /** Sends a signal and waits for the exit status. */
+  stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
+}
+
+/** The permission flags of `deno task start`, so process tests run with exactly those. */
+export const START_PERMISSIONS: readonly string[] = JSON.parse(
+  await Deno.readTextFile(new URL("./deno.json", import.meta.url)),
+).tasks.start.split(" ").filter((part: string) => part.startsWith("--allow-"));
+
+/**
+ * Starts `main.ts` in a child process on 127.0.0.1 and a free port, with the same permissions
+ * as `deno task start`, and waits for its listen banner.
+ */
+export async function spawnServer(
+  args: string[] = [],
+  options: { env?: Record<string, string>; cwd?: string; permissions?: readonly string[] } = {},
+): Promise<ServerProcess> {
+  const main = new URL("./main.ts", import.meta.url).pathname;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      ...(options.permissions ?? START_PERMISSIONS),
+      main,
+      "--host",
+      "127.0.0.1",
+      "--port",
+      "0",
+      "--log-format",
+      "json",
+      ...args,
+    ],
+    env: { NO_COLOR: "1", ...options.env },
+    ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let output = "";
+  const collect = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) output += chunk;
+  };
+  const collecting = Promise.all([collect(child.stdout), collect(child.stderr)]);
+  const deadline = Date.now() + 20_000;
+  let url: URL | undefined;
+  while (url === undefined) {
+    const match = /listening on (https?:\/\/[^\s/]+\/)/.exec(output);
+    if (match !== null) url = new URL(match[1]!);
+    else if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      await child.status;
+      await collecting;
+      throw new Error(`Server did not start:\n${output}`);
+    } else {
+      const exited = await Promise.race([
+        child.status.then(() => true),
+        new Promise<false>((resolve) => setTimeout(() => resolve(false), 20)),
+      ]);
+      if (exited) {
+        await collecting;
+        throw new Error(`Server exited before listening:\n${output}`);
+      }
+    }
+  }
+  let status: Deno.CommandStatus | undefined;
+  const stop = async (signal: Deno.Signal = "SIGTERM") => {
+    if (status === undefined) {
+      try {
+        child.kill(signal);
+      } catch {
+        // already gone
+      }
+      status = await child.status;
+      await collecting;
+    }
+    return status;
+  };
+  const serverUrl = url;
+  return {
+    child,
+    url: serverUrl,
+    ws(query = {}) {
+      const ws = new URL("ws", serverUrl);
+      ws.protocol = serverUrl.protocol === "https:" ? "wss:" : "ws:";
+      for (const [key, value] of Object.entries(query)) ws.searchParams.set(key, value);
+      return ws.href;
+    },
+    output: () => output,
+    async rss() {
+      const status = await Deno.readTextFile(`/proc/${child.pid}/status`);
+      const kib = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? "0");
+      return kib * 1024;
+    },
+    stop,
+    [Symbol.asyncDispose]: async () => {
+      await stop("SIGKILL");
+    },
+  };
+}
+
+/** A frame read from the server side of a raw connection. */
+export interface ServerFrame {
+  opcode: number;
+  payload: Uint8Array;
+}
+
+/** Reads unmasked server frames from a raw connection until `stop` says so or it ends. */
+export async function readServerFrames(
+  conn: Deno.Conn,
+  stop: (frame: ServerFrame) => boolean,
+  initial: Uint8Array = new Uint8Array(0),
+): Promise<ServerFrame[]> {
+  const frames: ServerFrame[] = [];
+  let buffer = initial;
+  const chunk = new Uint8Array(256 * 1024);
+  while (true) {
+    // Parse whole frames from the buffer.
+    while (buffer.length >= 2) {
+      const opcode = buffer[0]! & 0x0f;
+      let length = buffer[1]! & 0x7f;
+      let offset = 2;
+      if (length === 126) {
+        if (buffer.length < 4) break;
+        length = new DataView(buffer.buffer, buffer.byteOffset).getUint16(2);
+        offset = 4;
+      } else if (length === 127) {
+        if (buffer.length < 10) break;
+        length = Number(new DataView(buffer.buffer, buffer.byteOffset).getBigUint64(2));
+        offset = 10;
+      }
+      if (buffer.length < offset + length) break;
+      const frame = { opcode, payload: buffer.slice(offset, offset + length) };
+      buffer = buffer.slice(offset + length);
+      frames.push(frame);
+      if (stop(frame)) return frames;
+    }
+    const n = await conn.read(chunk);
+    if (n === null) return frames;
+    const next = new Uint8Array(buffer.length + n);
+    next.set(buffer);
+    next.set(chunk.subarray(0, n), buffer.length);
+    buffer = next;
+  }
+}
+
+/** The close code carried by a close frame's payload. */
+export function closeCode(frame: ServerFrame): number {
+  return frame.payload.length >= 2 ? (frame.payload[0]! << 8) | frame.payload[1]! : 1005;
 }

@@ -114,9 +114,13 @@ const PRIVATE_MEMBERS = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 /** Three base64url segments: header, payload, signature. */
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
+/** A key as jose types it; spelled through jose because Deno's and Node's `CryptoKey` types differ
+ * when both are in one type-check. */
+type JoseKey = Awaited<ReturnType<typeof jose.importJWK>>;
+
 /** An imported key and the algorithms a token verified with it may name. */
 interface VerificationKey {
-  key: CryptoKey | Uint8Array;
+  key: JoseKey;
   algorithms: string[];
 }
 
@@ -272,7 +276,7 @@ async function importJwks(text: string, source: string): Promise<Map<string, Ver
       throw new Error(`Cannot configure JWT: ${where} is not a signing key ("use": "sig")`);
     }
     const algorithms = algorithmsForKey(jwk, where);
-    let key: CryptoKey | Uint8Array;
+    let key: JoseKey;
     try {
       key = await jose.importJWK(jwk as jose.JWK, algorithms[0]);
     } catch (error) {

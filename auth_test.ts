@@ -65,7 +65,7 @@ function hs256(overrides: Record<string, unknown> = {}, secret = SECRET): Promis
 
 /** Signs {@link claims} with an asymmetric private key through jose. */
 function signWith(
-  privateKey: CryptoKey,
+  privateKey: JoseKey,
   header: jose.JWTHeaderParameters,
   overrides: Record<string, unknown> = {},
 ): Promise<string> {
@@ -86,11 +86,14 @@ function assertFailure(result: VerifyResult, reason: AuthFailureReason): void {
 const EXPIRES_AT = new Date((NOW_S + 3600) * 1000);
 const ALICE: Identity = { user: "alice", name: "Alice", expiresAt: EXPIRES_AT };
 
+/** jose's key type; spelled through jose so it matches whichever CryptoKey jose was typed with. */
+type JoseKey = Awaited<ReturnType<typeof jose.generateKeyPair>>["publicKey"];
+
 interface KeyPair {
   kid: string;
   alg: string;
-  publicKey: CryptoKey;
-  privateKey: CryptoKey;
+  publicKey: JoseKey;
+  privateKey: JoseKey;
 }
 
 async function keyPair(alg: string, kid: string): Promise<KeyPair> {
@@ -244,7 +247,7 @@ Deno.test("verify() rejects HS256 tokens keyed with the RSA public key (key conf
     encoder.encode(spki),
     encoder.encode(`${spki.trim()}\n`),
     encoder.encode(JSON.stringify(publicJwk)),
-    new Uint8Array(await crypto.subtle.exportKey("spki", RSA.publicKey)),
+    new Uint8Array(await crypto.subtle.exportKey("spki", RSA.publicKey as unknown as CryptoKey)),
   ];
   const jwksOnly = await createVerifier({ jwksJson, now });
   const both = await createVerifier({ secret: SECRET, jwksJson, now });

@@ -45,11 +45,22 @@ export interface Broker {
   close(): Promise<void>;
 }
 
-/** Opens the broker named by a URL: `memory:`. */
-export async function openBroker(url: string): Promise<Broker> {
+/** Options of {@link openBroker}. */
+export interface OpenBrokerOptions {
+  /** Redis: called when the subscriber reconnected after an outage. Events published meanwhile
+   * never reached this node, so its clients should reconnect and resume from the store. */
+  onGap?: () => void;
+}
+
+/** Opens the broker named by a URL: `memory:`, or `redis://…`/`rediss://…` for a cluster. */
+export async function openBroker(url: string, options: OpenBrokerOptions = {}): Promise<Broker> {
   if (url === "memory:" || url === "memory") {
     const { MemoryBroker } = await import("./broker_memory.ts");
     return new MemoryBroker();
+  }
+  if (url.startsWith("redis://") || url.startsWith("rediss://")) {
+    const { RedisBroker } = await import("./broker_redis.ts");
+    return RedisBroker.open(url, options);
   }
   throw new Error(`Cannot open broker: unsupported URL ${JSON.stringify(url)}`);
 }

@@ -245,7 +245,9 @@ export class Chat implements ClientHandler {
     return this.#o.store.append(input).then(({ message, duplicate }) => {
       if (duplicate) return message;
       // Publish synchronously in this continuation so broker order equals store order.
-      const published = this.#o.broker.publish(message);
+      const published = this.#o.store.publishesOnAppend === true
+        ? Promise.resolve() // the append script already published it, in id order
+        : this.#o.broker.publish(message);
       this.#o.observer?.stored?.(message, (performance.now() - started) / 1000);
       return published.then(() => message);
     });

@@ -29,6 +29,9 @@ export const SOCKET_HIGH_WATER_BYTES = 256 * 1024;
 export const BACKLOG_RETRY_MS = 10;
 /** How long a close handshake may take before the watchdog tears the client down, in ms. */
 export const CLOSE_WATCHDOG_MS = 3_000;
+/** How far one event-loop turn's burst may overfill the outbox bounds before the client is
+ * dropped without waiting for the next flush (which applies the bounds themselves). */
+export const BURST_FACTOR = 4;
 /** Share of the outbox bounds above which droppable events (typing) are dropped. */
 export const DROPPABLE_FILL = 0.5;
 
@@ -82,27 +85,45 @@ export interface FlushScheduler {
 /** Flushes every dirty client together on the next macrotask, and retries held-back ones. */
 export class MacrotaskFlusher implements FlushScheduler {
   #dirty: Client[] = [];
+  #heldBack: Client[] = [];
   #timer: ReturnType<typeof setTimeout> | undefined;
+  #retry: ReturnType<typeof setTimeout> | undefined;
+  #closed = false;
 
   schedule(client: Client): void {
+    if (this.#closed) return;
     this.#dirty.push(client);
-    if (this.#timer === undefined) this.#timer = setTimeout(this.#run, 0);
+    this.#timer ??= setTimeout(this.#run, 0);
+  }
+
+  /** Writes what is pending now and stops scheduling (shutdown). */
+  close(): void {
+    this.#run();
+    this.#closed = true;
+    clearTimeout(this.#retry);
+    this.#retry = undefined;
+    this.#heldBack = [];
   }
 
   #run = (): void => {
+    clearTimeout(this.#timer);
     this.#timer = undefined;
     const dirty = this.#dirty;
     this.#dirty = [];
-    const heldBack: Client[] = [];
     for (const client of dirty) {
-      if (!client.flush()) heldBack.push(client);
+      if (!client.flush()) this.#heldBack.push(client);
     }
-    if (heldBack.length > 0) {
+    if (this.#heldBack.length > 0 && !this.#closed) {
       // The peers are behind: look again shortly rather than spin on every turn.
-      setTimeout(() => {
-        for (const client of heldBack) client.wake();
-      }, BACKLOG_RETRY_MS);
+      this.#retry ??= setTimeout(this.#wake, BACKLOG_RETRY_MS);
     }
+  };
+
+  #wake = (): void => {
+    this.#retry = undefined;
+    const heldBack = this.#heldBack;
+    this.#heldBack = [];
+    for (const client of heldBack) client.wake();
   };
 }
 
@@ -224,9 +245,10 @@ export class Client {
     ) {
       return false;
     }
-    if (count > outboxMessages || bytes > outboxBytes) {
-      this.#options.observer?.slowConsumerDisconnect();
-      this.close(Close.slowConsumer);
+    // Within one turn a burst may pass the bounds (the socket has had no chance to drain); past
+    // BURST_FACTOR times them, memory is at stake and the client goes at once.
+    if (count > outboxMessages * BURST_FACTOR || bytes > outboxBytes * BURST_FACTOR) {
+      this.#slow();
       return false;
     }
     this.#outbox.push(frame);
@@ -241,13 +263,23 @@ export class Client {
   /**
    * Writes what the outbox holds; the only caller of `socket.send`.
    *
-   * Returns false when it held back because the socket still has too many unsent bytes; the
-   * scheduler then calls {@link Client.wake} later.
+   * This is where a slow consumer is recognised: when the bytes the socket has still not sent
+   * from earlier flushes pass `outboxBytes`, or when the peer is behind and the outbox holds more
+   * than `outboxMessages`. Returns false when it held back because the socket still has unsent
+   * bytes; the scheduler then calls {@link Client.wake} later.
    */
   flush(): boolean {
     this.#scheduled = false;
-    if (this.#closed || this.#socket.readyState !== OPEN) return true;
-    if (this.#socket.bufferedAmount > SOCKET_HIGH_WATER_BYTES) {
+    if (this.#closed || this.#closing || this.#socket.readyState !== OPEN) return true;
+    const unsent = this.#socket.bufferedAmount;
+    const { outboxMessages, outboxBytes } = this.#options;
+    if (
+      unsent > outboxBytes || (unsent > SOCKET_HIGH_WATER_BYTES && this.pending > outboxMessages)
+    ) {
+      this.#slow();
+      return true;
+    }
+    if (unsent > SOCKET_HIGH_WATER_BYTES) {
       this.#scheduled = true;
       return false;
     }
@@ -305,6 +337,11 @@ export class Client {
     return true;
   }
 
+  #slow(): void {
+    this.#options.observer?.slowConsumerDisconnect();
+    this.close(Close.slowConsumer);
+  }
+
   /** Re-schedules a flush that was held back by a full socket. */
   wake(): void {
     if (this.#closed) return;
@@ -320,6 +357,9 @@ export class Client {
    */
   close(close: CloseCode): void {
     if (this.#closing || this.#closed) return;
+    // Frames already queued (say, the errors that led to a policy close) go out before the close
+    // frame; a slow consumer's backlog is dropped instead: it resumes from history.
+    if (close.code !== Close.slowConsumer.code && this.pending > 0) this.flush();
     this.#closing = true;
     this.#outbox = [];
     this.#outboxHead = 0;

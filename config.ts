@@ -113,7 +113,7 @@ export interface Config {
   outboxMessages: number;
   /** Most bytes queued for one connection before it is closed with 4008; ≥ `maxFrameBytes`. */
   outboxBytes: number;
-  /** Seconds without a frame from the client before a close with 1001; 0 disables. */
+  /** Seconds a client may leave a WebSocket ping unanswered before it is closed; 0 disables. */
   idleTimeout: number;
   /** Lowest log level recorded. */
   logLevel: LogLevel;
@@ -439,8 +439,8 @@ const OPTIONS = {
     env: "PARLEY_IDLE_TIMEOUT",
     arg: "DURATION",
     group: "Limits",
-    help: "Close a connection that sends nothing for this long with 1001 (60, 60s, 2m); " +
-      "0 disables.",
+    help: "Close a connection whose client stops answering WebSocket pings for this long " +
+      "(60, 60s, 2m); 0 disables.",
     default: DEFAULT_IDLE_TIMEOUT_S,
     defaultText: `${DEFAULT_IDLE_TIMEOUT_S} (seconds)`,
     ...duration(0, MAX_DURATION_S),
@@ -1063,9 +1063,6 @@ function resolve(r: Resolver, options: ParseConfigOptions, configFile?: string):
   if ((config.cert === undefined) !== (config.key === undefined)) {
     const [given, missing] = config.cert === undefined ? ["key", "cert"] : ["cert", "key"];
     throw new UsageError(`--${given} requires --${missing} (give both or neither)`);
-  }
-  if (config.jwtSecret !== undefined && config.jwks !== undefined) {
-    throw new UsageError("--jwt-secret and --jwks cannot be used together (choose one verifier)");
   }
   const verifier = config.jwtSecret !== undefined || config.jwks !== undefined;
   for (const flag of ["jwt-issuer", "jwt-audience"] as const) {

@@ -407,11 +407,10 @@ Deno.test("parseConfig() requires --cert and --key together", () => {
   assert.equal(both.key, "k.pem");
 });
 
-Deno.test("parseConfig() allows one JWT verifier and claims only with a verifier", () => {
-  assert.equal(
-    error(["--jwt-secret", SECRET, "--jwks", "k.json"]),
-    "parley: --jwt-secret and --jwks cannot be used together (choose one verifier)",
-  );
+Deno.test("parseConfig() accepts both JWT verifiers and claims only with a verifier", () => {
+  const both = config(["--jwt-secret", SECRET, "--jwks", "k.json"]);
+  assert.equal(both.jwks, "k.json");
+  assert.equal(both.jwtSecret, SECRET);
   assert.equal(
     error(["--jwt-issuer", "i"]),
     "parley: --jwt-issuer requires --jwt-secret or --jwks",

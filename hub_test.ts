@@ -261,14 +261,15 @@ Deno.test("Hub.run() closes a client whose outbox overflows and keeps serving th
     { type: "register", client: fast.client },
   ]);
   const events: HubEvent[] = [];
-  for (let id = 1; id <= 20; id++) events.push(deliver(roomMessage(id)));
+  // Nothing flushes in between: one turn's burst past BURST_FACTOR × the bound drops "slow".
+  for (let id = 1; id <= 40; id++) events.push(deliver(roomMessage(id)));
   events.push({ type: "unregister", client: slow.client });
   await hub.run(events);
   flusher.flushAll();
   assert.deepEqual(slow.socket.closedWith, { code: 4008, reason: "Slow consumer" });
   assert.deepEqual(
     fast.socket.eventsOf("message").map((m) => m.id),
-    Array.from({ length: 20 }, (_, i) => i + 1),
+    Array.from({ length: 40 }, (_, i) => i + 1),
   );
   assert.deepEqual(hub.usersIn("lobby"), ["fast"]);
 });

@@ -126,12 +126,13 @@ export async function startParley(config: Config, options: StartOptions = {}): P
       rateLimited: () => metrics.rateLimited(),
     },
   });
+  const scheduler = new MacrotaskFlusher();
   const http = new ParleyHttp({
     hub,
     chat,
     store,
     broker,
-    scheduler: new MacrotaskFlusher(),
+    scheduler,
     metrics,
     flushObserver: metrics,
     ...(verifier === undefined ? {} : { verifier }),
@@ -176,6 +177,7 @@ export async function startParley(config: Config, options: StartOptions = {}): P
       await running;
       hub.closeAll(Close.goingAway);
       await waitFor(() => http.connections === 0, DRAIN_SOCKETS_MS);
+      scheduler.close();
       await server.shutdown();
       await broker.close();
       await store.close();

@@ -76,6 +76,9 @@ export interface Replay {
  * - `close` waits for pending appends, then releases resources; later calls reject.
  */
 export interface MessageStore {
+  /** True when `append` also publishes the stored message to the broker atomically (Redis, when
+   * the broker runs on the same server); callers must not publish it again. */
+  readonly publishesOnAppend?: boolean;
   /** Stores a message and assigns its id and timestamp. */
   append(input: AppendInput): Promise<AppendResult>;
   /** Reads one page of a conversation: the newest `limit` before `before` (or the newest overall
@@ -101,8 +104,16 @@ export interface StoreOptions {
   now?: () => number;
 }
 
-/** Opens the store named by a URL: `memory:` or `sqlite:PATH`. */
-export async function openStore(url: string, options: StoreOptions): Promise<MessageStore> {
+/** Options of {@link openStore}: retention and clock, plus the broker URL it will run beside. */
+export interface OpenStoreOptions extends StoreOptions {
+  /** The broker's URL. When it names the same Redis as a `redis://` store, the store publishes
+   * each message from inside its append, which keeps publish order equal to id order across
+   * nodes (`publishesOnAppend`). */
+  broker?: string;
+}
+
+/** Opens the store named by a URL: `memory:`, `sqlite:PATH`, or `redis://…`/`rediss://…`. */
+export async function openStore(url: string, options: OpenStoreOptions): Promise<MessageStore> {
   if (url === "memory:" || url === "memory") {
     const { MemoryMessageStore } = await import("./store_memory.ts");
     return new MemoryMessageStore(options);
@@ -110,6 +121,14 @@ export async function openStore(url: string, options: StoreOptions): Promise<Mes
   if (url.startsWith("sqlite:")) {
     const { SqliteMessageStore } = await import("./store_sqlite.ts");
     return SqliteMessageStore.open(sqlitePath(url), options);
+  }
+  if (url.startsWith("redis://") || url.startsWith("rediss://")) {
+    const { RedisMessageStore, eventsChannel } = await import("./store_redis.ts");
+    const { broker, ...storeOptions } = options;
+    return RedisMessageStore.open(
+      url,
+      broker === url ? { ...storeOptions, channel: eventsChannel() } : storeOptions,
+    );
   }
   throw new Error(`Cannot open store: unsupported URL ${JSON.stringify(url)}`);
 }

@@ -9,16 +9,19 @@
  *   event-loop turn is written in ONE `BEGIN IMMEDIATE … COMMIT` (at most
  *   {@link MAX_BATCH_APPENDS}), and only then do their promises resolve, in call order. A busy
  *   room therefore costs one commit per turn, not one per message, and fan-out never waits on a
- *   per-message fsync. The flush is scheduled with `setTimeout(0)`, not a microtask, so appends
- *   issued from separate socket events of the same loop iteration share a commit too
- *   (`bench/store_bench.ts`, "spread" rows, measures both).
+ *   per-message fsync. The flush is scheduled with `setImmediate` (node:timers): it runs after
+ *   every I/O and timer callback of the current loop iteration, so appends issued from separate
+ *   socket events share a commit, and it adds only ~7 µs of latency. Measured in
+ *   `bench/store_bench.ts`: a microtask flush commits each socket event alone (batch size 1 in
+ *   the "spread" rows, ~20x fewer appends/s at 100 per loop iteration), and `setTimeout(0)` adds
+ *   ~2 ms of timer latency per commit in Deno (~3x fewer appends/s at one append per turn).
  * - **Durability**: WAL journal with `synchronous=FULL`. An append resolves only after its batch's
  *   commit has been fsynced to the WAL, so an acknowledged message survives a process crash
  *   (SIGKILL) *and* an OS crash or power loss, which is what "every ack means committed" promises
  *   and what `store.ts` says ("committed to disk"). `NORMAL` would survive SIGKILL but could lose
- *   the last commits on power loss; group commit pays the one fsync per batch, so FULL stays cheap
- *   under load (numbers in the bench). `SqliteTuning.synchronous` exists for the bench and for
- *   operators who accept that risk.
+ *   the last commits on power loss. Group commit pays one fsync per batch, so FULL costs about
+ *   2x at one append per turn (~0.5 ms per commit here) and ~25% at 100 per turn.
+ *   `SqliteTuning.synchronous` exists for the bench and for operators who accept the risk.
  * - **Retention never blocks for long**: reads filter out what retention already condemns
  *   (`id > last_id - historyLimit`, and `ts >= now - historyDays`), so pruning is only physical
  *   clean-up and may lag. Each batch deletes at most its own size plus {@link PRUNE_SLACK_ROWS}
@@ -37,6 +40,7 @@
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { dirname } from "node:path";
+import { clearImmediate, setImmediate } from "node:timers";
 import type { ChatMessage, Draft } from "./message.ts";
 import { conversationKey } from "./message.ts";
 import {
@@ -52,9 +56,10 @@ import {
 
 /** How long a statement waits for a lock held by another process, in milliseconds. */
 export const BUSY_TIMEOUT_MS = 1_000;
-/** Most appends written in one transaction; the rest go in the next turn's batch. Measured at
- * ~3 ms per 1,000 appends with FULL sync on ext4 (see the bench). */
-export const MAX_BATCH_APPENDS = 2_000;
+/** Most appends written in one transaction; the rest go in the next turn's batch. A commit of
+ * 1,000 appends holds the event loop ~15–25 ms (node:sqlite costs ~10 µs per statement, three
+ * statements per append); 100 appends ~3–6 ms (see the bench). */
+export const MAX_BATCH_APPENDS = 1_000;
 /** Extra over-limit rows a batch may delete per conversation, beyond one per appended message. */
 export const PRUNE_SLACK_ROWS = 64;
 /** Interval of the background retention pass, in milliseconds. */
@@ -62,8 +67,8 @@ export const PRUNE_INTERVAL_MS = 60_000;
 /** Delay before the next retention pass while the last one ran out of budget, in milliseconds;
  * far below PRUNE_INTERVAL_MS so a backlog drains in small slices. */
 export const PRUNE_CATCHUP_MS = 10;
-/** Most rows (messages plus refs) one background retention pass deletes. */
-export const PRUNE_TICK_ROWS = 2_000;
+/** Most rows (messages plus refs) one background retention pass deletes: ~3–5 ms a pass. */
+export const PRUNE_TICK_ROWS = 500;
 /** Most conversations one background retention pass visits. */
 export const PRUNE_TICK_CONVERSATIONS = 500;
 /** The WAL file is truncated back to this size after a checkpoint, in bytes. */
@@ -75,8 +80,9 @@ const DAY_MS = 86_400_000;
 export interface SqliteTuning {
   /** `FULL` (default): an ack survives power loss. `NORMAL`: it survives a process crash only. */
   synchronous?: "FULL" | "NORMAL";
-  /** How a batch is scheduled: `timeout` (default, `setTimeout(0)`) or `microtask`. */
-  flush?: "timeout" | "microtask";
+  /** When a batch is written: `immediate` (default: `setImmediate`, after this loop iteration's
+   * I/O and timer callbacks), `timeout` (`setTimeout(0)`) or `microtask` (end of this task). */
+  flush?: "immediate" | "timeout" | "microtask";
 }
 
 /** Counters for tests, metrics and the bench; they only grow, except `pending`. */
@@ -89,6 +95,8 @@ export interface SqliteStoreStats {
   largestBatch: number;
   /** Longest time one batch held the event loop, in milliseconds. */
   maxBatchMs: number;
+  /** Time all batches held the event loop, in milliseconds (mean = this / batches). */
+  totalBatchMs: number;
   /** Rows deleted by retention and idempotency expiry. */
   prunedRows: number;
   /** Longest time one background retention pass held the event loop, in milliseconds. */
@@ -161,11 +169,11 @@ export class SqliteMessageStore implements MessageStore {
   readonly #db: DatabaseSync;
   readonly #options: StoreOptions;
   readonly #now: () => number;
-  readonly #flushMode: "timeout" | "microtask";
+  readonly #flushMode: NonNullable<SqliteTuning["flush"]>;
   readonly #sql: ReturnType<typeof prepare>;
   #pending: Pending[] = [];
   #flushScheduled = false;
-  #flushTimer: ReturnType<typeof setTimeout> | undefined;
+  #flushTimer: ReturnType<typeof setImmediate> | ReturnType<typeof setTimeout> | undefined;
   #pruneTimer: ReturnType<typeof setTimeout> | undefined;
   /** The last conversation id the background pass visited. */
   #pruneCursor = 0;
@@ -175,6 +183,7 @@ export class SqliteMessageStore implements MessageStore {
     appends: 0,
     largestBatch: 0,
     maxBatchMs: 0,
+    totalBatchMs: 0,
     prunedRows: 0,
     maxPruneMs: 0,
   };
@@ -183,7 +192,7 @@ export class SqliteMessageStore implements MessageStore {
     this.#db = db;
     this.#options = options;
     this.#now = options.now ?? Date.now;
-    this.#flushMode = tuning.flush ?? "timeout";
+    this.#flushMode = tuning.flush ?? "immediate";
     this.#sql = prepare(db);
     this.#schedulePrune(PRUNE_INTERVAL_MS);
   }
@@ -312,7 +321,11 @@ export class SqliteMessageStore implements MessageStore {
   close(): Promise<void> {
     if (this.#closed) return Promise.resolve();
     this.#closed = true;
-    clearTimeout(this.#flushTimer);
+    if (this.#flushMode === "immediate") {
+      clearImmediate(this.#flushTimer as ReturnType<typeof setImmediate> | undefined);
+    } else {
+      clearTimeout(this.#flushTimer as ReturnType<typeof setTimeout> | undefined);
+    }
     clearTimeout(this.#pruneTimer);
     this.#flushTimer = this.#pruneTimer = undefined;
     while (this.#pending.length > 0) this.#flush();
@@ -333,10 +346,16 @@ export class SqliteMessageStore implements MessageStore {
   #scheduleFlush(): void {
     if (this.#flushScheduled) return;
     this.#flushScheduled = true;
-    if (this.#flushMode === "microtask") {
-      queueMicrotask(() => this.#flush());
-    } else {
-      this.#flushTimer = setTimeout(() => this.#flush(), 0);
+    switch (this.#flushMode) {
+      case "immediate":
+        this.#flushTimer = setImmediate(() => this.#flush());
+        break;
+      case "timeout":
+        this.#flushTimer = setTimeout(() => this.#flush(), 0);
+        break;
+      case "microtask":
+        queueMicrotask(() => this.#flush());
+        break;
     }
   }
 
@@ -367,7 +386,9 @@ export class SqliteMessageStore implements MessageStore {
     stats.batches++;
     stats.appends += batch.length;
     stats.largestBatch = Math.max(stats.largestBatch, batch.length);
-    stats.maxBatchMs = Math.max(stats.maxBatchMs, performance.now() - started);
+    const elapsed = performance.now() - started;
+    stats.maxBatchMs = Math.max(stats.maxBatchMs, elapsed);
+    stats.totalBatchMs += elapsed;
     for (let i = 0; i < batch.length; i++) batch[i]!.resolve(results[i]!);
   }
 

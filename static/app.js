@@ -37,6 +37,7 @@
  * @property {string} content
  * @property {boolean} failed
  * @property {string} error why it failed, for people
+ * @property {number} echoId id of a broadcast from me with this content that came before the ack
  * @property {ReturnType<typeof setTimeout> | undefined} timer the ack timeout
  */
 
@@ -170,15 +171,6 @@ function insert(conv, messages) {
   if (!sorted) conv.messages.sort((a, b) => a.id - b.id);
 }
 
-/** @param {Conversation} conv */
-function forget(conv) {
-  conv.byId.clear();
-  conv.messages = [];
-  conv.lastId = 0;
-  conv.loaded = false;
-  conv.hasMore = false;
-}
-
 /** Returns the sender of a chat message. @param {ChatMessage} m */
 function senderOf(m) {
   return m.type === "message" ? m.sender : m.from;
@@ -244,16 +236,6 @@ function connect() {
   };
 }
 
-/** Closes the socket on purpose, without reconnecting. */
-function disconnect() {
-  const ws = socket;
-  socket = null;
-  ws?.close(1000);
-  clearTimeout(retryTimer);
-  clearInterval(tickTimer);
-  clearInterval(pingTimer);
-}
-
 /** Reacts to a lost connection according to the protocol's close codes. @param {number} code */
 function onClose(code) {
   clearInterval(pingTimer);
@@ -264,13 +246,13 @@ function onClose(code) {
     conv.joined = false; // the server forgot this connection's rooms; onWelcome re-joins
   }
   if (code === 4001) {
-    state.status = "offline";
-    notify("Your session expired. Sign in with a new token.");
-    state.auth = null;
-    invalidate();
-    return;
+    // Back to the sign-in form; the conversations stay, and resume once a new token connects.
+    Object.assign(state, { status: "offline", auth: null, me: "" });
+    return notify("Your session expired. Sign in with a new token.");
   }
-  if (code === 1008) {
+  if (state.me === "") {
+    notify("Cannot connect: the server is unreachable or refused the sign-in. Retrying.");
+  } else if (code === 1008) {
     notify("Disconnected for sending too fast. Reconnecting shortly.");
     state.attempt = Math.max(state.attempt, 5); // do not retry at once
   } else if (code === 1009) {
@@ -354,11 +336,17 @@ function handleFrame(frame) {
       return onAck(frame.ref, frame.id, frame.ts);
     case "joined": {
       const conv = conversation("room", frame.room);
+      for (const [ref, q] of requests) {
+        if (q.kind === "join" && q.key === conv.key) requests.delete(ref);
+      }
       const resumed = conv.joinSince !== null;
       conv.joinSince = null;
       conv.joined = true;
       conv.users = new Set(frame.users);
-      if (resumed && frame.recovered === false) forget(conv); // the gap was too long to replay
+      if (resumed && frame.recovered === false) {
+        // The gap was too long to replay: start over from the newest page.
+        Object.assign(conv, { byId: new Map(), messages: [], lastId: 0, loaded: false });
+      }
       if (!conv.loaded && !awaiting(conv, "latest")) requestHistory(conv, "latest");
       return;
     }
@@ -434,7 +422,16 @@ function onChat(conv, message) {
   insert(conv, [message]);
   const sender = senderOf(message);
   conv.typing.delete(sender);
-  if (sender === state.me) return;
+  if (sender === state.me) {
+    // The broadcast of my own message may overtake its ack: hide the pending copy meanwhile.
+    for (const p of conv.pending.values()) {
+      if (p.echoId === 0 && !p.failed && p.content === message.content) {
+        p.echoId = message.id;
+        break;
+      }
+    }
+    return;
+  }
   const visible = conv.key === state.current && document.visibilityState === "visible";
   if (!visible) conv.unread++;
   if (conv.key === state.current) announce(`${sender}: ${message.content}`);
@@ -526,7 +523,9 @@ function takeRequest(key, echoed) {
 
 /** @param {Conversation} conv @param {HistoryMode} mode */
 function awaiting(conv, mode) {
-  for (const q of requests.values()) if (q.key === conv.key && q.mode === mode) return true;
+  for (const q of requests.values()) {
+    if (q.kind === "history" && q.key === conv.key && q.mode === mode) return true;
+  }
   return false;
 }
 
@@ -562,7 +561,12 @@ function start(auth) {
 
 /** Disconnects and forgets everything about the session. */
 function signOut() {
-  disconnect();
+  const ws = socket;
+  socket = null; // its close event is then ignored: no reconnect
+  ws?.close(1000);
+  clearTimeout(retryTimer);
+  clearInterval(tickTimer);
+  clearInterval(pingTimer);
   for (const conv of state.convs.values()) {
     for (const p of conv.pending.values()) clearTimeout(p.timer);
   }
@@ -631,7 +635,7 @@ function sendComposer() {
   const content = dom.composer.value;
   if (conv === undefined || content.trim() === "") return;
   /** @type {Pending} */
-  const p = { ref: newRef(), content, failed: false, error: "", timer: undefined };
+  const p = { ref: newRef(), content, failed: false, error: "", echoId: 0, timer: undefined };
   conv.pending.set(p.ref, p);
   refIndex.set(p.ref, conv.key);
   transmit(conv, p);
@@ -723,6 +727,7 @@ function byId(id, type) {
 const dom = {
   login: byId("login", HTMLElement),
   loginForm: byId("login-form", HTMLFormElement),
+  loginNotice: byId("login-notice", HTMLElement),
   name: byId("name", HTMLInputElement),
   token: byId("token", HTMLTextAreaElement),
   chat: byId("chat", HTMLElement),
@@ -741,31 +746,27 @@ const dom = {
   dms: byId("dms", HTMLUListElement),
   usersHeading: byId("users-heading", HTMLElement),
   users: byId("users", HTMLUListElement),
+  notice: byId("notice", HTMLElement),
   messages: byId("messages", HTMLOListElement),
   typing: byId("typing", HTMLElement),
   composerForm: byId("composer-form", HTMLFormElement),
   composer: byId("composer", HTMLTextAreaElement),
   send: byId("send", HTMLButtonElement),
-  notice: byId("notice", HTMLElement),
-  loginNotice: byId("login-notice", HTMLElement),
   live: byId("live", HTMLElement),
 };
 
-/**
- * Creates an element with attributes and text or element children (strings become text nodes).
- * @template {keyof HTMLElementTagNameMap} K
- * @param {K} tag
- * @param {Record<string, string>} attrs
- * @param {Array<Node | string>} children
- */
-function h(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
-  node.append(...children);
-  return node;
+/** Returns a copy of a `<template>`'s element from index.html. @param {string} id */
+function clone(id) {
+  const template = byId(id, HTMLTemplateElement);
+  return /** @type {HTMLElement} */ (template.content.firstElementChild?.cloneNode(true));
 }
 
-/** Keeps a list's DOM nodes across renders by key, so unchanged rows keep focus and scroll. */
+/** Returns the descendant matching a selector; templates guarantee it exists. */
+function part(/** @type {Element} */ node, /** @type {string} */ selector) {
+  return /** @type {HTMLElement} */ (node.querySelector(selector));
+}
+
+/** Keeps a list's DOM nodes across renders by key, so unchanged rows keep focus and selection. */
 class KeyedList {
   /** @type {Map<string, HTMLElement>} */
   #nodes = new Map();
@@ -781,8 +782,8 @@ class KeyedList {
    * @template T
    * @param {T[]} items
    * @param {(item: T) => string} keyOf
-   * @param {(item: T) => HTMLElement} create
-   * @param {(node: HTMLElement, item: T) => void} patch brings a node up to date
+   * @param {(item: T) => HTMLElement} create fills what never changes
+   * @param {(node: HTMLElement, item: T) => void} patch updates what may change
    */
   update(items, keyOf, create, patch) {
     /** @type {Map<string, HTMLElement>} */
@@ -830,25 +831,28 @@ function render() {
   dom.loginNotice.textContent = signedIn ? "" : state.notice;
   if (!signedIn) return;
   renderStatus();
-  dom.me.textContent = state.me === "" ? "…" : state.me;
+  dom.me.textContent = state.me || "…";
   dom.sidebar.classList.toggle("open", state.sidebarOpen);
   dom.scrim.hidden = !state.sidebarOpen;
   dom.menu.setAttribute("aria-expanded", String(state.sidebarOpen));
   dom.notice.textContent = state.notice;
   dom.notice.hidden = state.notice === "";
   const convs = [...state.convs.values()];
-  renderConversations(roomList, convs.filter((c) => c.kind === "room"), "room-item");
-  renderConversations(dmList, convs.filter((c) => c.kind === "dm"), "dm-item");
+  roomList.update(convs.filter((c) => c.kind === "room"), (c) => c.key, createConv, patchConv);
+  dmList.update(convs.filter((c) => c.kind === "dm"), (c) => c.key, createConv, patchConv);
   const conv = current();
-  renderHeader(conv);
+  dom.title.textContent = conv === undefined ? "Parley" : label(conv);
+  dom.subtitle.textContent = conv === undefined
+    ? ""
+    : conv.kind === "dm"
+    ? "Direct message"
+    : `${conv.users.size} online`;
+  dom.messages.setAttribute("aria-label", conv ? `Messages in ${label(conv)}` : "Messages");
   renderUsers(conv);
   renderMessages(conv);
   renderTyping(conv);
-  dom.composer.disabled = conv === undefined;
-  dom.send.disabled = conv === undefined;
-  dom.composer.placeholder = conv === undefined
-    ? "Join a room to start chatting"
-    : `Message ${label(conv)}`;
+  dom.composer.disabled = dom.send.disabled = conv === undefined;
+  dom.composer.placeholder = conv === undefined ? "Join a room to chat" : `Message ${label(conv)}`;
   const unread = convs.reduce((n, c) => n + c.unread, 0);
   document.title = unread > 0 ? `(${unread}) Parley` : "Parley";
 }
@@ -868,115 +872,60 @@ function renderStatus() {
     offline: "Offline",
   }[state.status];
   if (dom.status.textContent !== text) dom.status.textContent = text;
+  // Announce changes of state, not every tick of the countdown.
+  if (dom.status.dataset.state !== state.status && state.status !== "idle") {
+    announce(`Connection: ${text.replace(/ in \d+s$/, "")}`);
+  }
   dom.status.dataset.state = state.status;
   dom.reconnect.hidden = state.auth === null ||
     (state.status !== "reconnecting" && state.status !== "offline");
 }
 
-/**
- * @param {KeyedList} list
- * @param {Conversation[]} convs
- * @param {string} testid
- */
-function renderConversations(list, convs, testid) {
-  list.update(convs, (c) => c.key, (c) => {
-    const attrs = { class: "conv", type: "button", "data-testid": testid };
-    const button = h(
-      "button",
-      {
-        ...attrs,
-        ...(c.kind === "room" ? { "data-room": c.name } : { "data-user": c.name }),
-      },
-      h("span", { class: "sigil", "aria-hidden": "true" }, c.kind === "room" ? "#" : "@"),
-      h(
-        "span",
-        { class: "name" },
-        c.name,
-      ),
-      h("span", { class: "badge", "data-testid": "unread" }),
-    );
-    button.addEventListener("click", () => open(c.key));
-    const row = h("li", {}, button);
-    if (c.kind === "room") {
-      const leaveButton = h("button", {
-        class: "icon leave",
-        type: "button",
-        "data-testid": "leave-room",
-        "data-room": c.name,
-        "aria-label": `Leave room ${c.name}`,
-        title: "Leave room",
-      }, "×");
-      leaveButton.addEventListener("click", () => leave(c.name));
-      row.append(leaveButton);
-    }
-    return row;
-  }, (row, c) => {
-    const button = /** @type {HTMLElement} */ (row.firstElementChild);
-    const badge = /** @type {HTMLElement} */ (button.querySelector(".badge"));
-    const pending = c.kind === "room" && !c.joined ? " (joining)" : "";
-    badge.textContent = c.unread > 99 ? "99+" : String(c.unread);
-    badge.hidden = c.unread === 0;
-    button.dataset.unread = String(c.unread);
-    button.setAttribute(
-      "aria-label",
-      `${label(c)}${pending}${c.unread > 0 ? `, ${c.unread} unread` : ""}`,
-    );
-    if (c.key === state.current) button.setAttribute("aria-current", "true");
-    else button.removeAttribute("aria-current");
-  });
+/** @param {Conversation} conv */
+function createConv(conv) {
+  const row = clone("tpl-conv");
+  const button = part(row, ".conv");
+  const room = conv.kind === "room";
+  button.dataset.testid = room ? "room-item" : "dm-item";
+  button.setAttribute(room ? "data-room" : "data-user", conv.name);
+  button.dataset.key = conv.key;
+  part(row, ".sigil").textContent = room ? "#" : "@";
+  part(row, ".name").textContent = conv.name;
+  const leaveButton = part(row, ".leave");
+  if (room) {
+    leaveButton.dataset.room = conv.name;
+    leaveButton.setAttribute("aria-label", `Leave room ${conv.name}`);
+  } else leaveButton.remove();
+  return row;
 }
 
-/** @param {Conversation | undefined} conv */
-function renderHeader(conv) {
-  dom.title.textContent = conv === undefined ? "Parley" : label(conv);
-  dom.subtitle.textContent = conv === undefined
-    ? ""
-    : conv.kind === "dm"
-    ? "Direct message"
-    : `${conv.users.size} online`;
-  dom.messages.setAttribute(
-    "aria-label",
-    conv === undefined ? "Messages" : `Messages in ${label(conv)}`,
-  );
+/** @param {HTMLElement} row @param {Conversation} conv */
+function patchConv(row, conv) {
+  const button = part(row, ".conv");
+  const badge = part(row, ".badge");
+  badge.textContent = conv.unread > 99 ? "99+" : String(conv.unread);
+  badge.hidden = conv.unread === 0;
+  button.dataset.unread = String(conv.unread);
+  const joining = conv.kind === "room" && !conv.joined ? " (joining)" : "";
+  const unread = conv.unread > 0 ? `, ${conv.unread} unread` : "";
+  button.setAttribute("aria-label", `${label(conv)}${joining}${unread}`);
+  if (conv.key === state.current) button.setAttribute("aria-current", "true");
+  else button.removeAttribute("aria-current");
 }
 
 /** @param {Conversation | undefined} conv */
 function renderUsers(conv) {
   const users = conv?.kind === "room" ? [...conv.users].sort(byMeThenName) : [];
   dom.usersHeading.textContent = conv?.kind === "room" ? `People in #${conv.name}` : "People";
-  userList.update(users, (u) => u, (u) => {
-    if (u === state.me) {
-      return h(
-        "li",
-        {},
-        h(
-          "span",
-          { class: "user self", "data-testid": "user-item", "data-user": u },
-          h(
-            "span",
-            { class: "dot", "aria-hidden": "true" },
-          ),
-          `${u} (you)`,
-        ),
-      );
-    }
-    const button = h(
-      "button",
-      {
-        class: "user",
-        type: "button",
-        "data-testid": "user-item",
-        "data-user": u,
-        "aria-label": `Send a direct message to ${u}`,
-      },
-      h("span", { class: "dot", "aria-hidden": "true" }),
-      u,
-    );
-    button.addEventListener("click", () => {
-      open(conversation("dm", u).key);
-      dom.composer.focus();
-    });
-    return h("li", {}, button);
+  userList.update(users, (u) => u, (user) => {
+    const row = clone("tpl-user");
+    const button = /** @type {HTMLButtonElement} */ (part(row, ".user"));
+    button.dataset.user = user;
+    part(row, ".name").textContent = user === state.me ? `${user} (you)` : user;
+    button.classList.toggle("self", user === state.me);
+    if (user === state.me) button.disabled = true;
+    else button.setAttribute("aria-label", `Send a direct message to ${user}`);
+    return row;
   }, () => {});
 }
 
@@ -990,7 +939,7 @@ function byMeThenName(a, b) {
  * @typedef {{ key: string; kind: "day"; text: string }
  *   | { key: string; kind: "top"; conv: Conversation }
  *   | { key: string; kind: "message"; message: ChatMessage; grouped: boolean }
- *   | { key: string; kind: "pending"; pending: Pending; conv: Conversation }} Row
+ *   | { key: string; kind: "pending"; pending: Pending }} Row
  */
 
 /** @param {Conversation | undefined} conv */
@@ -1006,10 +955,11 @@ function renderMessages(conv) {
   if (conv !== undefined) {
     const k = conv.key; // keys name the conversation: ids repeat across conversations
     rows.push({ key: `${k}|top`, kind: "top", conv });
-    let previous = /** @type {ChatMessage | undefined} */ (undefined);
+    /** @type {ChatMessage | undefined} */
+    let previous;
     for (const message of conv.messages) {
-      const day = dayOf(message.ts);
-      const newDay = previous === undefined || dayOf(previous.ts) !== day;
+      const day = new Date(message.ts).toDateString();
+      const newDay = previous === undefined || new Date(previous.ts).toDateString() !== day;
       if (newDay) rows.push({ key: `${k}|day:${day}`, kind: "day", text: dayLabel(message.ts) });
       const grouped = !newDay && previous !== undefined &&
         senderOf(previous) === senderOf(message) &&
@@ -1018,7 +968,9 @@ function renderMessages(conv) {
       previous = message;
     }
     for (const pending of conv.pending.values()) {
-      rows.push({ key: `${k}|p:${pending.ref}`, kind: "pending", pending, conv });
+      if (pending.echoId === 0 || pending.failed) {
+        rows.push({ key: `${k}|p:${pending.ref}`, kind: "pending", pending });
+      }
     }
   }
   messageList.update(rows, (r) => r.key, createRow, patchRow);
@@ -1034,74 +986,49 @@ function renderMessages(conv) {
 
 /** @param {Row} row */
 function createRow(row) {
-  switch (row.kind) {
-    case "day":
-      return h("li", { class: "day" }, h("span", {}, row.text));
-    case "top": {
-      const button = h("button", { type: "button", class: "older", "data-testid": "load-older" });
-      button.addEventListener("click", loadOlder);
-      return h("li", { class: "top" }, button, h("p", { class: "start" }));
-    }
-    case "message": {
-      const m = row.message;
-      const sender = senderOf(m);
-      const node = messageNode(sender, m.content, timeNode(m.ts));
-      node.dataset.id = String(m.id);
-      node.dataset.pending = "false";
-      return node;
-    }
-    case "pending": {
-      const retry = h(
-        "button",
-        { type: "button", class: "retry", "data-testid": "retry" },
-        "Retry",
-      );
-      retry.addEventListener("click", () => {
-        transmit(row.conv, row.pending);
-        invalidate();
-      });
-      const node = messageNode(
-        state.me,
-        row.pending.content,
-        h("span", { class: "state" }),
-        h("div", { class: "failure" }, h("span", { class: "error" }), retry),
-      );
-      node.dataset.pending = "true";
-      node.dataset.ref = row.pending.ref;
-      return node;
-    }
+  if (row.kind === "day") {
+    const node = clone("tpl-day");
+    part(node, "span").textContent = row.text;
+    return node;
   }
-}
-
-/**
- * @param {string} sender
- * @param {string} content
- * @param {HTMLElement} when
- * @param {HTMLElement[]} extra
- */
-function messageNode(sender, content, when, ...extra) {
-  const avatar = h("span", { class: "avatar", "aria-hidden": "true" }, initial(sender));
-  avatar.style.setProperty("--hue", hue(sender)); // CSSOM, not a style attribute: CSP-safe
-  return h(
-    "li",
-    { class: "msg", "data-testid": "message", "data-sender": sender },
-    avatar,
-    h("div", { class: "meta" }, h("span", { class: "sender" }, sender), " ", when),
-    h("div", { class: "content" }, content),
-    ...extra,
-  );
+  if (row.kind === "top") return clone("tpl-top");
+  const node = clone("tpl-message");
+  const sender = row.kind === "message" ? senderOf(row.message) : state.me;
+  const avatar = part(node, ".avatar");
+  avatar.textContent = (sender.match(/\p{L}|\p{N}/u)?.[0] ?? "?").toUpperCase();
+  avatar.style.setProperty("--hue", String(hue(sender))); // CSSOM, not an attribute: CSP-safe
+  node.dataset.sender = part(node, ".sender").textContent = sender;
+  if (row.kind === "message") {
+    const { id, ts, content } = row.message;
+    node.dataset.id = String(id);
+    node.dataset.pending = "false";
+    part(node, ".content").textContent = content;
+    const time = part(node, "time");
+    const date = new Date(ts);
+    const valid = !Number.isNaN(date.getTime());
+    time.setAttribute("datetime", ts);
+    time.title = valid ? date.toLocaleString() : ts;
+    time.textContent = valid
+      ? date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+      : ts;
+  } else {
+    node.dataset.pending = "true";
+    node.dataset.ref = row.pending.ref;
+    part(node, ".content").textContent = row.pending.content;
+    part(node, "time").remove();
+  }
+  return node;
 }
 
 /** @param {HTMLElement} node @param {Row} row */
 function patchRow(node, row) {
   if (row.kind === "top") {
-    const button = /** @type {HTMLButtonElement} */ (node.querySelector("button"));
-    const start = /** @type {HTMLElement} */ (node.querySelector(".start"));
+    const button = /** @type {HTMLButtonElement} */ (part(node, "button"));
     const { conv } = row;
     button.hidden = !conv.loaded || !conv.hasMore;
     button.disabled = conv.loadingOlder;
     button.textContent = conv.loadingOlder ? "Loading older messages…" : "Load older messages";
-    start.textContent = !conv.loaded
+    part(node, ".start").textContent = !conv.loaded
       ? "Loading…"
       : conv.hasMore
       ? ""
@@ -1115,19 +1042,16 @@ function patchRow(node, row) {
     node.classList.toggle("pending", !failed);
     node.classList.toggle("failed", failed);
     node.dataset.failed = String(failed);
-    /** @type {HTMLElement} */ (node.querySelector(".state")).textContent = failed
-      ? "Not sent"
-      : "Sending…";
-    /** @type {HTMLElement} */ (node.querySelector(".error")).textContent = error;
-    /** @type {HTMLElement} */ (node.querySelector(".failure")).hidden = !failed;
+    part(node, ".state").textContent = failed ? "Not sent" : "Sending…";
+    part(node, ".error").textContent = error;
+    part(node, ".failure").hidden = !failed;
   }
 }
 
 /** @param {Conversation | undefined} conv */
 function renderTyping(conv) {
   const now = Date.now();
-  const names = [];
-  for (const [user, until] of conv?.typing ?? []) if (until > now) names.push(user);
+  const names = [...conv?.typing ?? []].filter(([, until]) => until > now).map(([user]) => user);
   dom.typing.textContent = names.length === 0
     ? ""
     : names.length === 1
@@ -1138,46 +1062,23 @@ function renderTyping(conv) {
 }
 
 /** @param {string} ts */
-function timeNode(ts) {
-  const date = new Date(ts);
-  const valid = !Number.isNaN(date.getTime());
-  return h(
-    "time",
-    { datetime: ts, title: valid ? date.toLocaleString() : ts },
-    valid ? date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : ts,
-  );
-}
-
-/** Returns the local calendar day of a timestamp, as a comparable key. @param {string} ts */
-function dayOf(ts) {
-  return new Date(ts).toDateString();
-}
-
-/** @param {string} ts */
 function dayLabel(ts) {
   const date = new Date(ts);
   const today = new Date();
   const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
   if (date.toDateString() === today.toDateString()) return "Today";
   if (date.toDateString() === yesterday.toDateString()) return "Yesterday";
-  return date.toLocaleDateString([], {
-    weekday: "long",
-    month: "long",
-    day: "numeric",
-    ...(date.getFullYear() === today.getFullYear() ? {} : { year: "numeric" }),
-  });
-}
-
-/** @param {string} name */
-function initial(name) {
-  return (name.match(/\p{L}|\p{N}/u)?.[0] ?? "?").toUpperCase();
+  /** @type {Intl.DateTimeFormatOptions} */
+  const format = { weekday: "long", month: "long", day: "numeric" };
+  if (date.getFullYear() !== today.getFullYear()) format.year = "numeric";
+  return date.toLocaleDateString([], format);
 }
 
 /** Picks a stable avatar hue for a name. @param {string} name */
 function hue(name) {
   let hash = 0;
   for (const ch of name) hash = (hash * 31 + (ch.codePointAt(0) ?? 0)) % 360;
-  return String(hash);
+  return hash;
 }
 
 function fitComposer() {
@@ -1186,7 +1087,20 @@ function fitComposer() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Wiring
+// Wiring: DOM events become the actions of section 5. Lists delegate clicks to their parent.
+
+/**
+ * Calls `then` with the closest element matching a selector around a click target.
+ * @param {HTMLElement} parent
+ * @param {string} selector
+ * @param {(node: HTMLElement) => void} then
+ */
+function delegate(parent, selector, then) {
+  parent.addEventListener("click", (event) => {
+    const node = event.target instanceof Element ? event.target.closest(selector) : null;
+    if (node instanceof HTMLElement && parent.contains(node)) then(node);
+  });
+}
 
 dom.loginForm.addEventListener("submit", (event) => {
   event.preventDefault();
@@ -1203,14 +1117,30 @@ dom.loginForm.addEventListener("submit", (event) => {
 dom.joinForm.addEventListener("submit", (event) => {
   event.preventDefault();
   const name = dom.joinInput.value.trim().replace(/^#/, "");
-  if (!ROOM_NAME.test(name)) {
-    notify("Room names are 1–64 letters, digits, “-”, “_” or “.”.");
-    return;
-  }
+  if (!ROOM_NAME.test(name)) return notify("Room names are 1–64 letters, digits, -, _ or dots.");
   dom.joinInput.value = "";
   join(name);
   dom.composer.focus();
 });
+for (const list of [dom.rooms, dom.dms]) {
+  delegate(list, ".conv", (node) => open(node.dataset.key ?? ""));
+  delegate(list, ".leave", (node) => leave(node.dataset.room ?? ""));
+}
+delegate(dom.users, ".user", (node) => {
+  open(conversation("dm", node.dataset.user ?? "").key);
+  dom.composer.focus();
+});
+delegate(dom.messages, ".older", loadOlder);
+delegate(dom.messages, ".retry", (node) => {
+  const ref = node.closest("li")?.dataset.ref ?? "";
+  const conv = state.convs.get(refIndex.get(ref) ?? "");
+  const p = conv?.pending.get(ref);
+  if (conv !== undefined && p !== undefined) transmit(conv, p);
+  invalidate();
+});
+dom.messages.addEventListener("scroll", () => {
+  if (dom.messages.scrollTop < NEAR_TOP_PX) loadOlder();
+}, { passive: true });
 dom.composerForm.addEventListener("submit", (event) => {
   event.preventDefault();
   sendComposer();
@@ -1225,9 +1155,6 @@ dom.composer.addEventListener("input", () => {
   fitComposer();
   typed();
 });
-dom.messages.addEventListener("scroll", () => {
-  if (dom.messages.scrollTop < NEAR_TOP_PX) loadOlder();
-}, { passive: true });
 dom.menu.addEventListener("click", () => {
   state.sidebarOpen = !state.sidebarOpen;
   invalidate();
@@ -1237,18 +1164,16 @@ dom.scrim.addEventListener("click", () => {
   invalidate();
 });
 document.addEventListener("keydown", (event) => {
-  if (event.key === "Escape" && state.sidebarOpen) {
-    state.sidebarOpen = false;
-    invalidate();
-    dom.menu.focus();
-  }
+  if (event.key !== "Escape" || !state.sidebarOpen) return;
+  state.sidebarOpen = false;
+  invalidate();
+  dom.menu.focus();
 });
 document.addEventListener("visibilitychange", () => {
   const conv = current();
-  if (document.visibilityState === "visible" && conv !== undefined && conv.unread > 0) {
-    conv.unread = 0;
-    invalidate();
-  }
+  if (document.visibilityState !== "visible" || conv === undefined || conv.unread === 0) return;
+  conv.unread = 0;
+  invalidate();
 });
 dom.reconnect.addEventListener("click", () => {
   state.attempt = 0;
@@ -1258,7 +1183,6 @@ dom.signOut.addEventListener("click", signOut);
 globalThis.addEventListener("online", () => {
   if (state.auth !== null && socket === null) connect();
 });
-
 Reflect.set(globalThis, "parley", {
   get state() {
     return snapshot();
