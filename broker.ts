@@ -15,8 +15,15 @@ export interface TypingEvent {
   user: string;
 }
 
+/** A user came online in a room (first connection on any node) or went offline (last one). */
+export interface PresenceEvent {
+  type: "user_joined" | "user_left";
+  room: string;
+  user: string;
+}
+
 /** What travels through the broker. */
-export type BrokerEvent = ChatMessage | TypingEvent;
+export type BrokerEvent = ChatMessage | TypingEvent | PresenceEvent;
 
 /** Receives the broker's events on one node; the returned promise is awaited before the next. */
 export type BrokerListener = (event: BrokerEvent) => void | Promise<void>;

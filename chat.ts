@@ -29,6 +29,7 @@ import {
   roomKey,
   type ServerFrame,
 } from "./message.ts";
+import type { Presence } from "./presence.ts";
 import type { AppendInput, MessageStore } from "./store.ts";
 
 /** Most appends in flight on one node before new sends are answered `overloaded`. */
@@ -56,6 +57,7 @@ export interface ChatOptions {
   hub: Hub;
   store: MessageStore;
   broker: Broker;
+  presence: Presence;
   parser: FrameParser;
   defaultRoom: string;
   /** True in open mode: an untyped frame's `sender` names the sender when `?name=` did not. */
@@ -188,13 +190,8 @@ export class Chat implements ClientHandler {
         return;
       case "history":
         return this.#history(client, frame);
-      case "presence": {
-        const event = frame.ref === undefined
-          ? { type: "presence" as const, client, room: frame.room }
-          : { type: "presence" as const, client, room: frame.room, ref: frame.ref };
-        if (!this.#o.hub.trySend(event)) this.#overloaded(client, frame.ref);
-        return;
-      }
+      case "presence":
+        return this.#presence(client, frame.room, frame.ref);
       case "typing":
         if (!client.rooms.has(frame.room)) return this.#notMember(client, frame.room, frame.ref);
         this.#o.broker.publish({ type: "typing", room: frame.room, user: client.user }).catch(
@@ -278,21 +275,26 @@ export class Chat implements ClientHandler {
     const hub = this.#o.hub;
     if (!hub.trySend({ type: "join", client, room })) return this.#overloaded(client, ref);
     const key = roomKey(room);
+    const users = this.#o.presence.users(room).catch(() => [] as string[]);
     const read = since === undefined
-      ? this.#o.store.lastId(key).then((lastId) => ({
+      ? Promise.all([this.#o.store.lastId(key), users]).then(([lastId, users]) => ({
         type: "join_ready" as const,
         client,
         room,
         replay: [] as ChatMessage[],
         lastId,
+        users,
       }))
-      : this.#o.store.since(key, since, this.#replayLimit).then((replay) => ({
+      : Promise.all([this.#o.store.since(key, since, this.#replayLimit), users]).then((
+        [replay, users],
+      ) => ({
         type: "join_ready" as const,
         client,
         room,
         // An incomplete replay would hide a gap; the client pages `history` instead.
         replay: replay.complete ? replay.messages : [],
         lastId: replay.lastId,
+        users,
         recovered: replay.complete,
       }));
     read.then((event) => hub.send(event), (error) => {
@@ -302,6 +304,16 @@ export class Chat implements ClientHandler {
         : { type: "join_failed" as const, client, room, ref };
       return hub.send(failed);
     }).catch(() => {}); // the hub closed: shutting down
+  }
+
+  #presence(client: Client, room: string, ref: string | undefined): void {
+    this.#o.presence.users(room).then((users) => {
+      const frame: ServerFrame = { type: "presence", room, users, count: users.length };
+      this.#reply(client, ref === undefined ? frame : { ...frame, ref });
+    }, (error) => {
+      log.error("Cannot read presence", { connection: client.id, error: String(error) });
+      this.#error(client, "internal", "Cannot read presence: backend unavailable", ref);
+    });
   }
 
   #history(client: Client, frame: Extract<ClientFrame, { type: "history" }>): void {

@@ -13,8 +13,11 @@
  *   While pending, live messages for that room are buffered for the client; on `join_ready` the
  *   client receives the replay, then the buffered messages newer than the replay, then live ones:
  *   no gap, no duplicate, in id order.
- * - `user_joined` / `user_left` go out when a user's first connection enters, or last leaves, a
- *   room, and only for rooms of at most `presenceEventsMax` members.
+ * - Presence: when a user's first connection on this node enters a room, or its last one leaves,
+ *   the hub reports the change through `onPresence`; the composition root asks the presence
+ *   backend whether the change is cluster-wide and publishes `user_joined` / `user_left` through
+ *   the broker. Those come back here as deliveries and reach the room's other members, only in
+ *   rooms of at most `presenceEventsMax` members.
  *
  * Events from sockets are offered with `trySend` (callers answer `overloaded` when it fails);
  * events that must not be lost (broker deliveries, join completions, unregistrations) use `send`.
@@ -38,11 +41,12 @@ export type HubEvent =
     room: string;
     replay: ChatMessage[];
     lastId: number;
+    /** Online users across the cluster when the join was read; merged with local members. */
+    users?: string[];
     recovered?: boolean;
   }
   | { type: "join_failed"; client: Client; room: string; ref?: string }
   | { type: "leave"; client: Client; room: string }
-  | { type: "presence"; client: Client; room: string; ref?: string }
   | { type: "deliver"; event: BrokerEvent };
 
 /** Settings of the hub. */
@@ -55,6 +59,8 @@ export interface HubOptions {
   queueCapacity?: number;
   /** Observes fan-out work, for metrics; called once per delivered event. */
   onFanout?: (recipients: number, started: number) => void;
+  /** Told when a user's first local connection entered (`online`) or last one left a room. */
+  onPresence?: (room: string, user: string, online: boolean) => void;
 }
 
 interface Room {
@@ -121,7 +127,16 @@ export class Hub {
     for (const client of this.#clients) client.close(close);
   }
 
-  /** Online user names of a room, sorted; a snapshot for the HTTP API and tests. */
+  /** The (room, user) pairs this node has online, for saying goodbye at shutdown. */
+  localPresence(): { room: string; user: string }[] {
+    const pairs: { room: string; user: string }[] = [];
+    for (const [room, state] of this.#rooms) {
+      for (const user of state.users.keys()) pairs.push({ room, user });
+    }
+    return pairs;
+  }
+
+  /** Online user names of a room on this node, sorted; a snapshot for tests. */
   usersIn(room: string): string[] {
     return [...(this.#rooms.get(room)?.users.keys() ?? [])].sort();
   }
@@ -155,8 +170,6 @@ export class Hub {
         return this.#joinFailed(event.client, event.room, event.ref);
       case "leave":
         return this.#leave(event.client, event.room, true);
-      case "presence":
-        return this.#presence(event.client, event.room, event.ref);
       case "deliver":
         return this.#deliver(event.event);
       default: {
@@ -210,7 +223,10 @@ export class Hub {
     const held = room?.pending.get(client);
     if (room === undefined || held === undefined) return; // left or disconnected meanwhile
     room.pending.delete(client);
-    const users = this.#addLive(client, event.room);
+    const local = this.#addLive(client, event.room);
+    const users = event.users === undefined
+      ? local
+      : [...new Set([...event.users, ...local])].sort();
     const joined: ServerFrame = { type: "joined", room: event.room, lastId, users };
     if (event.recovered !== undefined) joined.recovered = event.recovered;
     // Replay first, then what arrived while the join was pending and is newer than the replay.
@@ -247,17 +263,11 @@ export class Hub {
       if (left > 0) room.users.set(client.user, left);
       else {
         room.users.delete(client.user);
-        this.#announce(room, { type: "user_left", room: name, user: client.user }, client);
+        this.#options.onPresence?.(name, client.user, false);
       }
     }
     this.#dropIfEmpty(name, room);
     if (reply) client.enqueue(prepare({ type: "left", room: name }));
-  }
-
-  #presence(client: Client, name: string, ref: string | undefined): void {
-    const users = this.usersIn(name);
-    const frame: ServerFrame = { type: "presence", room: name, users, count: users.length };
-    client.enqueue(prepare(ref === undefined ? frame : { ...frame, ref }));
   }
 
   #deliver(event: BrokerEvent): void {
@@ -285,9 +295,13 @@ export class Hub {
     } else {
       const room = this.#rooms.get(event.room);
       if (room === undefined) return;
+      // Typing and presence changes: to the room's other users; typing is the first thing
+      // dropped under pressure, presence goes quiet in big rooms.
+      const typing = event.type === "typing";
+      if (!typing && room.live.size > this.#options.presenceEventsMax) return;
       const frame = prepare(event);
       for (const client of room.live) {
-        if (client.user !== event.user && client.enqueue(frame, true)) recipients++;
+        if (client.user !== event.user && client.enqueue(frame, typing)) recipients++;
       }
     }
     this.#options.onFanout?.(recipients, started);
@@ -308,20 +322,9 @@ export class Hub {
       room.live.add(client);
       const count = room.users.get(client.user) ?? 0;
       room.users.set(client.user, count + 1);
-      if (count === 0) {
-        this.#announce(room, { type: "user_joined", room: name, user: client.user }, client);
-      }
+      if (count === 0) this.#options.onPresence?.(name, client.user, true);
     }
     return [...room.users.keys()].sort();
-  }
-
-  /** Sends a presence change to a room's live members, except `skip`, if the room is small. */
-  #announce(room: Room, frame: ServerFrame, skip: Client): void {
-    if (room.live.size > this.#options.presenceEventsMax) return;
-    const prepared = prepare(frame);
-    for (const member of room.live) {
-      if (member !== skip) member.enqueue(prepared);
-    }
   }
 
   #room(name: string): Room {

@@ -186,46 +186,62 @@ Deno.test("Hub.run() ignores a join completion for a client that left meanwhile"
   assert.equal(hub.size, 0);
 });
 
-Deno.test("Hub.run() announces a user's first connection and last departure only", async () => {
-  const { hub, flusher, connect } = setup();
-  const watcher = connect({ user: "watcher" });
-  const tabs = [connect({ user: "alice" }), connect({ user: "alice" }), connect({ user: "alice" })];
+Deno.test("Hub.run() reports a user's first local connection and last departure only", async () => {
+  const changes: string[] = [];
+  const hub = new Hub({
+    defaultRoom: "lobby",
+    presenceEventsMax: 1000,
+    onPresence: (room, user, online) => changes.push(`${online ? "+" : "-"}${user}@${room}`),
+  });
+  const flusher = new ManualFlusher();
+  const connect = (user: string) => fakeClient({ scheduler: flusher, user, outboxMessages: 64 });
+  const watcher = connect("watcher");
+  const tabs = [connect("alice"), connect("alice"), connect("alice")];
   await hub.run([
     { type: "register", client: watcher.client },
     ...tabs.map((t) => ({ type: "register" as const, client: t.client })),
-    { type: "presence", client: watcher.client, room: "lobby", ref: "p1" },
+    { type: "join", client: tabs[0]!.client, room: "dev" },
+    { type: "join_ready", client: tabs[0]!.client, room: "dev", replay: [], lastId: 0 },
     { type: "unregister", client: tabs[0]!.client },
     { type: "unregister", client: tabs[1]!.client },
     { type: "unregister", client: tabs[1]!.client }, // idempotent
     { type: "unregister", client: tabs[2]!.client },
   ]);
-  flusher.flushAll();
-  const changes = watcher.socket.events.filter((e) => String(e.type).startsWith("user_"));
   assert.deepEqual(changes, [
-    { type: "user_joined", room: "lobby", user: "alice" },
-    { type: "user_left", room: "lobby", user: "alice" },
-  ]);
-  assert.deepEqual(watcher.socket.eventsOf("presence"), [
-    { type: "presence", room: "lobby", users: ["alice", "watcher"], count: 2, ref: "p1" },
+    "+watcher@lobby",
+    "+alice@lobby",
+    "+alice@dev",
+    "-alice@dev",
+    "-alice@lobby",
   ]);
   assert.deepEqual(hub.usersIn("lobby"), ["watcher"]);
+  assert.deepEqual(hub.localPresence(), [{ room: "lobby", user: "watcher" }]);
   assert.equal(hub.connectionsOf("alice"), 0);
 });
 
-Deno.test("Hub.run() stops presence broadcasts above presenceEventsMax members", async () => {
+Deno.test("Hub.run() relays presence changes to the room's other users, not in big rooms", async () => {
   const { hub, flusher, connect } = setup(2);
-  const members = [connect({ user: "a" }), connect({ user: "b" }), connect({ user: "c" })];
-  const late = connect({ user: "d" });
+  const small = [connect({ user: "a" }), connect({ user: "b" })];
   await hub.run([
-    ...members.map((m) => ({ type: "register" as const, client: m.client })),
-    { type: "register", client: late.client },
+    ...small.map((m) => ({ type: "register" as const, client: m.client })),
+    { type: "deliver", event: { type: "user_joined", room: "lobby", user: "b" } },
   ]);
   flusher.flushAll();
+  assert.deepEqual(small[0]!.socket.eventsOf("user_joined"), [
+    { type: "user_joined", room: "lobby", user: "b" },
+  ]);
+  assert.deepEqual(small[1]!.socket.eventsOf("user_joined"), []);
   // With 3 members the room is over the limit of 2: nobody hears about "d".
-  for (const m of members) {
-    assert.ok(!m.socket.eventsOf("user_joined").some((e) => e.user === "d"));
+  const third = connect({ user: "c" });
+  await hub.run([
+    { type: "register", client: third.client },
+    { type: "deliver", event: { type: "user_joined", room: "lobby", user: "d" } },
+    { type: "deliver", event: { type: "user_left", room: "lobby", user: "d" } },
+  ]);
+  flusher.flushAll();
+  for (const member of [...small, third]) {
+    assert.ok(!member.socket.events.some((e) => e.user === "d"));
   }
-  assert.deepEqual(hub.usersIn("lobby"), ["a", "b", "c", "d"]);
 });
 
 Deno.test("Hub.run() relays typing to other members only and drops it under pressure", async () => {
@@ -307,7 +323,7 @@ Deno.test("Hub.trySend() refuses events when the queue is full instead of growin
   const hub = new Hub({ defaultRoom: "lobby", presenceEventsMax: 10, queueCapacity: 2 });
   const { client } = fakeClient();
   assert.ok(hub.trySend({ type: "register", client }));
-  assert.ok(hub.trySend({ type: "presence", client, room: "lobby" }));
-  assert.equal(hub.trySend({ type: "presence", client, room: "lobby" }), false);
+  assert.ok(hub.trySend({ type: "join", client, room: "dev" }));
+  assert.equal(hub.trySend({ type: "join", client, room: "dev" }), false);
   assert.equal(hub.queueDepth, 2);
 });

@@ -26,6 +26,7 @@ import { type Config, parseConfig, summarize } from "./config.ts";
 import { Hub } from "./hub.ts";
 import { Close, FrameParser } from "./message.ts";
 import { Metrics } from "./metrics.ts";
+import type { Presence } from "./presence.ts";
 import { RateLimiter } from "./rate_limit.ts";
 import { ParleyHttp } from "./server.ts";
 import { type MessageStore, openStore } from "./store.ts";
@@ -49,6 +50,7 @@ export interface Parley {
   readonly chat: Chat;
   readonly store: MessageStore;
   readonly broker: Broker;
+  readonly presence: Presence;
   readonly metrics: Metrics;
   /** Resolves when the server has fully stopped. */
   readonly finished: Promise<void>;
@@ -69,11 +71,28 @@ export async function startParley(config: Config, options: StartOptions = {}): P
   const store = await openStore(config.store, {
     historyLimit: config.historyLimit,
     historyDays: config.historyDays,
+    broker: config.broker,
   });
+  const hubRef: { hub?: Hub } = {};
   let broker: Broker;
   try {
-    broker = await openBroker(config.broker);
+    broker = await openBroker(config.broker, {
+      // Events published while this node's subscription was down never reached it: its clients
+      // must reconnect and resume from the store to close the gap.
+      onGap: () => {
+        log.warning("Broker reconnected; closing clients so they resume", {});
+        hubRef.hub?.closeAll(Close.resync);
+      },
+    });
   } catch (error) {
+    await store.close();
+    throw error;
+  }
+  let presence: Presence;
+  try {
+    presence = await openPresence(config);
+  } catch (error) {
+    await broker.close();
     await store.close();
     throw error;
   }
@@ -86,7 +105,6 @@ export async function startParley(config: Config, options: StartOptions = {}): P
       ...(config.jwtAudience === undefined ? {} : { audience: config.jwtAudience }),
     });
   }
-  const hubRef: { hub?: Hub } = {};
   const metrics = new Metrics({ version: VERSION, queueDepth: () => hubRef.hub?.queueDepth ?? 0 });
   const hub = hubRef.hub = new Hub({
     defaultRoom: config.defaultRoom,
@@ -96,6 +114,22 @@ export async function startParley(config: Config, options: StartOptions = {}): P
       metrics.addDeliveries(recipients);
       metrics.observeFanout((performance.now() - started) / 1000);
     },
+    onPresence: (room, user, online) => announce(room, user, online),
+  });
+  /** Publishes a presence change when the backend says it is visible cluster-wide. */
+  const announce = (room: string, user: string, online: boolean): Promise<void> =>
+    (online ? presence.join(room, user) : presence.leave(room, user))
+      .then((changed) => {
+        if (changed) {
+          return broker.publish({ type: online ? "user_joined" : "user_left", room, user });
+        }
+      })
+      .catch((error) =>
+        log.warning("Cannot update presence", { room, user, error: String(error) })
+      );
+  // A node that died without a goodbye: one surviving node reports each of its users.
+  presence.onExpired((room, user) => {
+    broker.publish({ type: "user_left", room, user }).catch(() => {});
   });
   await broker.subscribe(hub.deliver);
   const running = (options.holdHub ?? Promise.resolve()).then(() => hub.run());
@@ -108,6 +142,7 @@ export async function startParley(config: Config, options: StartOptions = {}): P
     hub,
     store,
     broker,
+    presence,
     parser: new FrameParser({ maxContentChars: config.maxContentChars }),
     defaultRoom: config.defaultRoom,
     openMode: verifier === undefined,
@@ -132,6 +167,7 @@ export async function startParley(config: Config, options: StartOptions = {}): P
     chat,
     store,
     broker,
+    presence,
     scheduler,
     metrics,
     flushObserver: metrics,
@@ -179,6 +215,9 @@ export async function startParley(config: Config, options: StartOptions = {}): P
       await waitFor(() => http.connections === 0, DRAIN_SOCKETS_MS);
       scheduler.close();
       await server.shutdown();
+      // Say goodbye so other nodes announce this node's users as gone, then release backends.
+      await Promise.all(hub.localPresence().map(({ room, user }) => announce(room, user, false)));
+      await presence.close();
       await broker.close();
       await store.close();
       log.info("Stopped");
@@ -186,7 +225,17 @@ export async function startParley(config: Config, options: StartOptions = {}): P
     return stopping;
   };
   const finished = server.finished.then(() => stopping).then(() => {});
-  return { url, hub, http, chat, store, broker, metrics, finished, shutdown };
+  return { url, hub, http, chat, store, broker, presence, metrics, finished, shutdown };
+}
+
+/** Opens the presence backend: Redis when `--redis` is set, else this process. */
+async function openPresence(config: Config): Promise<Presence> {
+  if (config.redis !== undefined) {
+    const { RedisPresence } = await import("./presence_redis.ts");
+    return await RedisPresence.open({ url: config.redis, ttlSeconds: config.presenceTtl });
+  }
+  const { MemoryPresence } = await import("./presence_memory.ts");
+  return new MemoryPresence();
 }
 
 /** Polls `done` every few milliseconds until it holds or `ms` pass. */

@@ -52,6 +52,7 @@ export const Close = {
   policy: { code: 1008, reason: "Rate limit abuse" },
   tooBig: { code: 1009, reason: "Message too big" },
   internal: { code: 1011, reason: "Internal error" },
+  resync: { code: 1011, reason: "Resume required" },
   overloaded: { code: 1013, reason: "Server overloaded" },
   tokenExpired: { code: 4001, reason: "Token expired" },
   slowConsumer: { code: 4008, reason: "Slow consumer" },

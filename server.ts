@@ -23,6 +23,7 @@ import {
   roomKey,
   SUBPROTOCOL,
 } from "./message.ts";
+import type { Presence } from "./presence.ts";
 import type { MessageStore } from "./store.ts";
 
 /** Seconds a client is told to wait after a 503/429 for connection limits. */
@@ -60,6 +61,7 @@ export interface ServerDeps {
   chat: Chat;
   store: MessageStore;
   broker: Broker;
+  presence: Presence;
   scheduler: FlushScheduler;
   options: ServerOptions;
   verifier?: Verifier;
@@ -276,14 +278,21 @@ export class ParleyHttp {
   }
 
   async #ready(): Promise<Response> {
-    const checks = await Promise.allSettled([this.#deps.store.ping(), this.#deps.broker.ping()]);
-    const [store, broker] = checks;
+    const checks = await Promise.allSettled([
+      this.#deps.store.ping(),
+      this.#deps.broker.ping(),
+      this.#deps.presence.ping(),
+    ]);
+    const [store, broker, presence] = checks;
     if (this.#draining) return json(503, { status: "unavailable", reason: "shutting down" });
     if (store?.status === "rejected") {
       return json(503, { status: "unavailable", reason: `store: ${String(store.reason)}` });
     }
     if (broker?.status === "rejected") {
       return json(503, { status: "unavailable", reason: `broker: ${String(broker.reason)}` });
+    }
+    if (presence?.status === "rejected") {
+      return json(503, { status: "unavailable", reason: `presence: ${String(presence.reason)}` });
     }
     return json(200, { status: "ready" });
   }
@@ -343,7 +352,7 @@ export class ParleyHttp {
     if (room === undefined) return json(400, error("invalid_message", "Invalid room name"));
     const denied = await this.#authorizeRead(req);
     if (denied !== undefined) return denied;
-    const users = this.#deps.hub.usersIn(room);
+    const users = await this.#deps.presence.users(room);
     return json(200, { room, users, count: users.length });
   }
 

@@ -247,7 +247,7 @@ test("server answers overloaded and closes with 1013 when the hub queue is full"
     const c = await TestSocket.open(server.ws(), { welcome: false });
     const closed = await c.closed;
     assert.equal(closed.code, 1013);
-    a.send({ type: "presence", room: "lobby", ref: "p" });
+    a.send({ type: "join", room: "dev", ref: "p" });
     const error = await a.next("error");
     assert.deepEqual([error.code, error.ref], ["overloaded", "p"]);
   } finally {
