@@ -296,12 +296,18 @@ export const START_PERMISSIONS: readonly string[] = JSON.parse(
 ).tasks.start.split(" ").filter((part: string) => part.startsWith("--allow-"));
 
 /**
- * Starts `main.ts` in a child process on 127.0.0.1 and a free port, with the same permissions
- * as `deno task start`, and waits for its listen banner.
+ * Starts `main.ts` in a child process on 127.0.0.1 and a free port (or `options.port`, to
+ * restart a server where its clients expect it), with the same permissions as
+ * `deno task start`, and waits for its listen banner.
  */
 export async function spawnServer(
   args: string[] = [],
-  options: { env?: Record<string, string>; cwd?: string; permissions?: readonly string[] } = {},
+  options: {
+    env?: Record<string, string>;
+    cwd?: string;
+    permissions?: readonly string[];
+    port?: number;
+  } = {},
 ): Promise<ServerProcess> {
   const main = new URL("./main.ts", import.meta.url).pathname;
   const child = new Deno.Command(Deno.execPath(), {
@@ -312,7 +318,7 @@ export async function spawnServer(
       "--host",
       "127.0.0.1",
       "--port",
-      "0",
+      String(options.port ?? 0),
       "--log-format",
       "json",
       ...args,

@@ -14,6 +14,7 @@
  * - Nothing here throws into the socket layer; every failure becomes an `error` frame or a close.
  */
 import { getLogger } from "@logtape/logtape";
+import type { Verifier } from "./auth.ts";
 import type { Broker } from "./broker.ts";
 import { type Client, type ClientHandler, prepare } from "./client.ts";
 import type { Hub } from "./hub.ts";
@@ -65,6 +66,8 @@ export interface ChatOptions {
   /** The outbox bound; replays are capped at half of it. */
   outboxMessages: number;
   observer?: ChatObserver;
+  /** Token mode: checks `refresh` tokens. */
+  verifier?: Verifier;
   /** Decides whether a client may send one more frame now (rate limiting); true by default. */
   admit?: (client: Client) => "ok" | "limited" | "abuse";
 }
@@ -199,12 +202,7 @@ export class Chat implements ClientHandler {
         );
         return;
       case "refresh":
-        return this.#error(
-          client,
-          "forbidden",
-          "Cannot refresh: the server is not in token mode",
-          frame.ref,
-        );
+        return this.#refresh(client, frame.token, frame.ref);
       case "ping":
         return this.#reply(
           client,
@@ -304,6 +302,35 @@ export class Chat implements ClientHandler {
         : { type: "join_failed" as const, client, room, ref };
       return hub.send(failed);
     }).catch(() => {}); // the hub closed: shutting down
+  }
+
+  #refresh(client: Client, token: string, ref: string | undefined): void {
+    const verifier = this.#o.verifier;
+    if (verifier === undefined) {
+      return this.#error(client, "forbidden", "Cannot refresh: the server is in open mode", ref);
+    }
+    verifier.verify(token).then((result) => {
+      if (!result.ok) {
+        return this.#error(client, "unauthorized", `Cannot refresh: ${result.message}`, ref);
+      }
+      if (result.identity.user !== client.user) {
+        return this.#error(client, "forbidden", "Cannot refresh: token is for another user", ref);
+      }
+      const expiresAt = result.identity.expiresAt;
+      if (expiresAt !== undefined) client.expireAt(expiresAt);
+      if (ref !== undefined) {
+        this.#reply(client, {
+          type: "ack",
+          ref,
+          id: 0,
+          ts: new Date().toISOString(),
+          ...(expiresAt === undefined ? {} : { expiresAt: expiresAt.toISOString() }),
+        });
+      }
+    }, (error) => {
+      log.error("Cannot verify refresh token", { connection: client.id, error: String(error) });
+      this.#error(client, "internal", "Cannot refresh: internal error", ref);
+    });
   }
 
   #presence(client: Client, room: string, ref: string | undefined): void {

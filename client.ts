@@ -32,6 +32,8 @@ export const CLOSE_WATCHDOG_MS = 3_000;
 /** How far one event-loop turn's burst may overfill the outbox bounds before the client is
  * dropped without waiting for the next flush (which applies the bounds themselves). */
 export const BURST_FACTOR = 4;
+/** Longest delay a timer can take, in milliseconds. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Share of the outbox bounds above which droppable events (typing) are dropped. */
 export const DROPPABLE_FILL = 0.5;
 
@@ -147,6 +149,8 @@ export interface ClientOptions {
   now?: () => number;
   /** Token expiry in token mode. */
   expiresAt?: Date;
+  /** Close-handshake watchdog in milliseconds; default {@link CLOSE_WATCHDOG_MS}. */
+  closeTimeoutMs?: number;
   /** Told about every frame written, for metrics. */
   observer?: FlushObserver;
 }
@@ -180,8 +184,10 @@ export class Client {
   /** Rooms this client is a live or pending member of; written only by the Hub. */
   readonly rooms: Set<string> = new Set();
   readonly stats: ClientStats;
-  /** Token expiry in token mode; replaced on `refresh`. */
-  expiresAt: Date | undefined;
+  /** Token expiry in token mode; replaced through {@link Client.expireAt}. */
+  get expiresAt(): Date | undefined {
+    return this.#expiresAt;
+  }
 
   readonly #socket: SocketLike;
   readonly #handler: ClientHandler;
@@ -193,6 +199,8 @@ export class Client {
   #closing = false;
   #closed = false;
   #watchdog: ReturnType<typeof setTimeout> | undefined;
+  #expiresAt: Date | undefined;
+  #expiry: ReturnType<typeof setTimeout> | undefined;
 
   /** Wraps a socket; attaches listeners only, so it cannot throw after an upgrade. */
   constructor(socket: SocketLike, handler: ClientHandler, options: ClientOptions) {
@@ -204,7 +212,7 @@ export class Client {
     this.named = options.named;
     this.remote = options.remote;
     this.batching = options.batching;
-    this.expiresAt = options.expiresAt;
+    if (options.expiresAt !== undefined) this.expireAt(options.expiresAt);
     this.stats = { framesIn: 0, framesOut: 0, eventsOut: 0, openedAt: this.#now() };
     socket.binaryType = "arraybuffer";
     socket.addEventListener("open", this.#onOpen);
@@ -337,6 +345,24 @@ export class Client {
     return true;
   }
 
+  /**
+   * Sets when the connection's token expires (token mode): at that moment the client is closed
+   * with 4001 unless a later call (a `refresh`) moved the time.
+   */
+  expireAt(when: Date): void {
+    this.#expiresAt = when;
+    clearTimeout(this.#expiry);
+    this.#expiry = undefined;
+    if (this.#closed) return;
+    const wait = when.getTime() - this.#now();
+    if (wait <= 0) {
+      this.close(Close.tokenExpired);
+      return;
+    }
+    // setTimeout overflows past 2^31-1 ms (about 24.8 days): re-arm in steps.
+    this.#expiry = setTimeout(() => this.expireAt(when), Math.min(wait, MAX_TIMER_MS));
+  }
+
   #slow(): void {
     this.#options.observer?.slowConsumerDisconnect();
     this.close(Close.slowConsumer);
@@ -372,7 +398,7 @@ export class Client {
     this.#watchdog = setTimeout(() => {
       this.#watchdog = undefined;
       this.#finish(close.code, `${close.reason} (close handshake timed out)`);
-    }, CLOSE_WATCHDOG_MS);
+    }, this.#options.closeTimeoutMs ?? CLOSE_WATCHDOG_MS);
   }
 
   #onOpen = (): void => {
@@ -416,6 +442,8 @@ export class Client {
     this.#closing = true;
     if (this.#watchdog !== undefined) clearTimeout(this.#watchdog);
     this.#watchdog = undefined;
+    clearTimeout(this.#expiry);
+    this.#expiry = undefined;
     this.#outbox = [];
     this.#outboxHead = 0;
     this.#outboxBytes = 0;

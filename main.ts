@@ -146,6 +146,7 @@ export async function startParley(config: Config, options: StartOptions = {}): P
     parser: new FrameParser({ maxContentChars: config.maxContentChars }),
     defaultRoom: config.defaultRoom,
     openMode: verifier === undefined,
+    ...(verifier === undefined ? {} : { verifier }),
     outboxMessages: config.outboxMessages,
     admit: (client) => limiter.admit(client),
     observer: {

@@ -98,7 +98,7 @@ export type ServerFrame =
     protocol: number;
     expiresAt?: string;
   }
-  | { type: "ack"; ref: string; id: number; ts: string }
+  | { type: "ack"; ref: string; id: number; ts: string; expiresAt?: string }
   | {
     type: "joined";
     room: string;
@@ -281,7 +281,7 @@ export class FrameParser {
       type = record.type as Typed;
       schema = this.#schemas[type as Typed];
     }
-    const result = schema.safeParse(value);
+    const result = schema.safeParse(value, { reportInput: true });
     if (!result.success) {
       return fail("invalid_message", describeIssue(result.error.issues[0]), echo);
     }

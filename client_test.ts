@@ -1,0 +1,170 @@
+import assert from "node:assert/strict";
+import { fakeClient, RecordingHandler } from "./_testing.ts";
+import {
+  BURST_FACTOR,
+  MAX_BATCH_BYTES,
+  MAX_BATCH_EVENTS,
+  prepare,
+  type PreparedFrame,
+  SOCKET_HIGH_WATER_BYTES,
+} from "./client.ts";
+
+const frame = (n: number): PreparedFrame => prepare({ type: "message", id: n });
+
+Deno.test("Client.flush() sends one frame per event to a plain client", () => {
+  const { client, socket, flusher } = fakeClient({ batching: false });
+  for (let i = 1; i <= 3; i++) assert.ok(client.enqueue(frame(i)));
+  flusher.flushAll();
+  assert.deepEqual(socket.sent.map((t) => JSON.parse(t).id), [1, 2, 3]);
+  assert.equal(client.pending, 0);
+  assert.equal(client.backlogBytes, 0);
+});
+
+Deno.test("Client.flush() packs pending events into one JSON array for parley.v1", () => {
+  const { client, socket, flusher } = fakeClient({ batching: true });
+  for (let i = 1; i <= 3; i++) client.enqueue(frame(i));
+  flusher.flushAll();
+  assert.equal(socket.sent.length, 1);
+  assert.deepEqual(JSON.parse(socket.sent[0]!).map((e: { id: number }) => e.id), [1, 2, 3]);
+  // A lone event leaves as a plain object, not a one-element array.
+  client.enqueue(frame(4));
+  flusher.flushAll();
+  assert.deepEqual(JSON.parse(socket.sent[1]!), { type: "message", id: 4 });
+  assert.deepEqual(client.stats, { ...client.stats, framesOut: 2, eventsOut: 4 });
+});
+
+Deno.test("Client.flush() splits batches at the event and byte bounds, keeping order", () => {
+  const { client, socket, flusher } = fakeClient({
+    batching: true,
+    outboxMessages: 4096,
+    outboxBytes: 64 << 20,
+  });
+  const count = MAX_BATCH_EVENTS * 2 + 5;
+  for (let i = 1; i <= count; i++) client.enqueue(frame(i));
+  const big = prepare({ type: "message", content: "x".repeat(MAX_BATCH_BYTES) });
+  client.enqueue(big);
+  client.enqueue(frame(count + 1));
+  flusher.flushAll();
+  const frames = socket.sent.map((t) => JSON.parse(t));
+  assert.ok(frames.slice(0, 2).every((f) => Array.isArray(f) && f.length === MAX_BATCH_EVENTS));
+  assert.ok(socket.sent.every((t) => t.length <= MAX_BATCH_BYTES || !t.startsWith("[")));
+  assert.deepEqual(
+    socket.events.filter((e) => e.id !== undefined).map((e) => e.id),
+    Array.from({ length: count + 1 }, (_, i) => i + 1),
+  );
+  assert.equal(socket.events.filter((e) => e.content !== undefined).length, 1);
+});
+
+Deno.test("Client.enqueue() drops a burst past BURST_FACTOR times the count bound with 4008", () => {
+  const handler = new RecordingHandler();
+  const { client, socket } = fakeClient({ outboxMessages: 16, handler });
+  for (let i = 0; i < 16 * BURST_FACTOR; i++) assert.ok(client.enqueue(frame(i)));
+  assert.equal(client.enqueue(frame(999)), false);
+  assert.deepEqual(socket.closedWith, { code: 4008, reason: "Slow consumer" });
+  assert.deepEqual(handler.closes, [{ code: 4008, reason: "Slow consumer" }]);
+  assert.equal(socket.sent.length, 0, "a slow consumer's backlog is dropped, not sent");
+  assert.equal(client.enqueue(frame(1000)), false);
+});
+
+Deno.test("Client.flush() closes with 4008 a peer that left more than outboxBytes unsent", () => {
+  const { client, socket, flusher } = fakeClient({ outboxBytes: 64 * 1024 });
+  client.enqueue(frame(1));
+  socket.bufferedAmount = 64 * 1024 + 1;
+  flusher.flushAll();
+  assert.deepEqual(socket.closedWith, { code: 4008, reason: "Slow consumer" });
+  assert.equal(socket.sent.length, 0);
+});
+
+Deno.test("Client.flush() holds back while the socket is behind and resumes when it drains", () => {
+  const { client, socket, flusher } = fakeClient({ outboxBytes: 4 << 20 });
+  socket.bufferedAmount = SOCKET_HIGH_WATER_BYTES + 1;
+  client.enqueue(frame(1));
+  assert.equal(client.flush(), false);
+  assert.equal(socket.sent.length, 0);
+  socket.bufferedAmount = 0;
+  client.wake();
+  flusher.flushAll();
+  assert.deepEqual(socket.sent.map((t) => JSON.parse(t).id), [1]);
+});
+
+Deno.test("Client.enqueue() drops droppable events first when the outbox is half full", () => {
+  const { client, flusher, socket } = fakeClient({ outboxMessages: 16 });
+  for (let i = 0; i < 8; i++) client.enqueue(frame(i));
+  assert.equal(client.enqueue(prepare({ type: "typing" }), true), false);
+  assert.ok(client.enqueue(frame(8)));
+  flusher.flushAll();
+  assert.equal(socket.eventsOf("typing").length, 0);
+  assert.ok(client.active);
+});
+
+Deno.test("Client refuses binary frames and closes with 1009 on frames over the byte limit", () => {
+  const handler = new RecordingHandler();
+  const { socket } = fakeClient({ maxFrameBytes: 12, handler });
+  socket.receive(new Uint8Array([1, 2]).buffer);
+  socket.receive("€€€€"); // 4 characters, 12 bytes: at the limit
+  socket.receive("€€€€€"); // 15 bytes
+  assert.deepEqual(handler.calls.slice(1), [
+    "refused:binary",
+    "received",
+    "refused:too_large",
+    "closed:1009",
+  ]);
+  assert.deepEqual(socket.closedWith, { code: 1009, reason: "Message too big" });
+});
+
+Deno.test("Client reports closed once even when the close event fires twice", () => {
+  const handler = new RecordingHandler();
+  const { client, socket } = fakeClient({ handler });
+  socket.peerClosed(1000, "bye");
+  socket.peerClosed(1000, "bye");
+  client.close({ code: 1000, reason: "Normal closure" });
+  assert.deepEqual(handler.closes, [{ code: 1000, reason: "bye" }]);
+  assert.equal(client.enqueue(frame(1)), false);
+});
+
+Deno.test("Client tears down a peer that never answers the close handshake", async () => {
+  const handler = new RecordingHandler();
+  const { client, socket } = fakeClient({ handler, closeTimeoutMs: 20 });
+  socket.answersClose = false;
+  client.close({ code: 1001, reason: "Server shutting down" });
+  assert.equal(handler.closes.length, 0);
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  assert.equal(handler.closes.length, 1);
+  assert.equal(handler.closes[0]!.code, 1001);
+  assert.match(handler.closes[0]!.reason, /timed out/);
+});
+
+Deno.test("Client.close() sends queued replies before a policy close, never after", () => {
+  const { client, socket } = fakeClient();
+  client.enqueue(prepare({ type: "error", code: "rate_limited" }));
+  client.close({ code: 1008, reason: "Rate limit abuse" });
+  assert.deepEqual(socket.eventsOf("error").length, 1);
+  assert.deepEqual(socket.closedWith, { code: 1008, reason: "Rate limit abuse" });
+});
+
+Deno.test("Client.expireAt() closes with 4001 when the token expires, unless moved later", async () => {
+  const soon = fakeClient();
+  soon.client.expireAt(new Date(Date.now() + 20));
+  const refreshed = fakeClient();
+  refreshed.client.expireAt(new Date(Date.now() + 20));
+  refreshed.client.expireAt(new Date(Date.now() + 60_000));
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  assert.deepEqual(soon.socket.closedWith, { code: 4001, reason: "Token expired" });
+  assert.equal(refreshed.socket.closedWith, undefined);
+  refreshed.socket.peerClosed(); // clears the expiry timer
+  const past = fakeClient();
+  past.client.expireAt(new Date(Date.now() - 1));
+  assert.equal(past.socket.closedWith?.code, 4001);
+});
+
+Deno.test("Client does not write before the socket is open", () => {
+  const { client, socket, flusher } = fakeClient();
+  socket.readyState = 0;
+  client.enqueue(frame(1));
+  flusher.flushAll();
+  assert.equal(socket.sent.length, 0);
+  socket.readyState = 1;
+  client.enqueue(frame(2));
+  flusher.flushAll();
+  assert.deepEqual(socket.sent.map((t) => JSON.parse(t).id), [1, 2]);
+});
