@@ -264,6 +264,8 @@ export async function configureLogging(config: Pick<Config, "logLevel" | "logFor
 
 /** Runs the command line: `parley [options]`, `parley token …`, `--help`, `--version`. */
 export async function main(args: string[]): Promise<number> {
+  // `deno task start -- --port 9000` passes the `--` through.
+  if (args[0] === "--") args = args.slice(1);
   if (args[0] === "token") {
     const { output, exitCode } = await tokenCommand(args.slice(1), (name) => Deno.env.get(name));
     (exitCode === 0 ? console.log : console.error)(output);

@@ -48,7 +48,6 @@ export type ErrorCode =
 export const Close = {
   normal: { code: 1000, reason: "Normal closure" },
   goingAway: { code: 1001, reason: "Server shutting down" },
-  idle: { code: 1001, reason: "Idle timeout" },
   policy: { code: 1008, reason: "Rate limit abuse" },
   tooBig: { code: 1009, reason: "Message too big" },
   internal: { code: 1011, reason: "Internal error" },

@@ -237,6 +237,19 @@ test("server tears down a peer that never answers the close handshake", async ()
   await a.next("pong");
 });
 
+test("server closes with 1001 a peer that stops answering pings for --idle-timeout", async () => {
+  await using server = await startTestServer(["--idle-timeout", "1"]);
+  const { conn, response } = await rawUpgrade(new URL("ws", server.url));
+  try {
+    const frames = await readServerFrames(conn, (f) => f.opcode === 8, response.rest);
+    assert.ok(frames.some((f) => f.opcode === 9), "the server pinged first");
+    assert.equal(closeCode(frames.at(-1)!), 1001);
+  } finally {
+    conn.close();
+  }
+  await eventually(() => server.http.connections === 0, 5_000, "the connection to be released");
+});
+
 test("server answers overloaded and closes with 1013 when the hub queue is full", async () => {
   const { promise: hold, resolve: release } = Promise.withResolvers<void>();
   await using server = await startTestServer([], { hubQueueCapacity: 2, holdHub: hold });
