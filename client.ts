@@ -84,6 +84,42 @@ export interface FlushScheduler {
   schedule(client: Client): void;
 }
 
+/**
+ * Batch frames built during one flush pass, shared by every client whose outbox holds the same
+ * run of events (the same {@link PreparedFrame} objects, in the same order): the members of a
+ * room. Valid for one pass only; clear it afterwards.
+ */
+export class BatchCache {
+  readonly #entries = new Map<
+    PreparedFrame,
+    { outbox: readonly PreparedFrame[]; start: number; end: number; text: string; bytes: number }
+  >();
+
+  /** The frame built for `outbox[start..end)` by another client, if its events are identical. */
+  get(
+    outbox: readonly PreparedFrame[],
+    start: number,
+    end: number,
+  ): { text: string; bytes: number } | undefined {
+    const entry = this.#entries.get(outbox[start]!);
+    if (entry === undefined || entry.end - entry.start !== end - start) return undefined;
+    for (let i = 1; i < end - start; i++) {
+      if (entry.outbox[entry.start + i] !== outbox[start + i]) return undefined;
+    }
+    return { text: entry.text, bytes: entry.bytes };
+  }
+
+  /** Remembers the frame built for `outbox[start..end)`; the outbox must not change this pass. */
+  set(outbox: readonly PreparedFrame[], start: number, end: number, text: string, bytes: number) {
+    this.#entries.set(outbox[start]!, { outbox, start, end, text, bytes });
+  }
+
+  /** Forgets every entry. */
+  clear(): void {
+    this.#entries.clear();
+  }
+}
+
 /** Flushes every dirty client together on the next macrotask, and retries held-back ones. */
 export class MacrotaskFlusher implements FlushScheduler {
   #dirty: Client[] = [];
@@ -91,6 +127,7 @@ export class MacrotaskFlusher implements FlushScheduler {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #retry: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
+  readonly #cache = new BatchCache();
 
   schedule(client: Client): void {
     if (this.#closed) return;
@@ -113,8 +150,9 @@ export class MacrotaskFlusher implements FlushScheduler {
     const dirty = this.#dirty;
     this.#dirty = [];
     for (const client of dirty) {
-      if (!client.flush()) this.#heldBack.push(client);
+      if (!client.flush(this.#cache)) this.#heldBack.push(client);
     }
+    this.#cache.clear();
     if (this.#heldBack.length > 0 && !this.#closed) {
       // The peers are behind: look again shortly rather than spin on every turn.
       this.#retry ??= setTimeout(this.#wake, BACKLOG_RETRY_MS);
@@ -274,9 +312,10 @@ export class Client {
    * This is where a slow consumer is recognised: when the bytes the socket has still not sent
    * from earlier flushes pass `outboxBytes`, or when the peer is behind and the outbox holds more
    * than `outboxMessages`. Returns false when it held back because the socket still has unsent
-   * bytes; the scheduler then calls {@link Client.wake} later.
+   * bytes; the scheduler then calls {@link Client.wake} later. A {@link BatchCache} shared
+   * across the clients of one flush pass lets them reuse each other's batch frames.
    */
-  flush(): boolean {
+  flush(cache?: BatchCache): boolean {
     this.#scheduled = false;
     if (this.#closed || this.#closing || this.#socket.readyState !== OPEN) return true;
     const unsent = this.#socket.bufferedAmount;
@@ -319,12 +358,20 @@ export class Client {
         let text = outbox[head]!.text;
         let bytes = outbox[head]!.bytes;
         if (end - head > 1) {
-          const parts: string[] = new Array(end - head);
-          for (let i = head; i < end; i++) {
-            parts[i - head] = outbox[i]!.text;
-            bytes += i === head ? 0 : outbox[i]!.bytes;
+          // Members of one room usually hold the same run of events: build its frame once.
+          const shared = cache?.get(outbox, head, end);
+          if (shared !== undefined) {
+            text = shared.text;
+            bytes = shared.bytes;
+          } else {
+            const parts: string[] = new Array(end - head);
+            for (let i = head; i < end; i++) {
+              parts[i - head] = outbox[i]!.text;
+              bytes += i === head ? 0 : outbox[i]!.bytes;
+            }
+            text = `[${parts.join(",")}]`;
+            cache?.set(outbox, head, end, text, bytes);
           }
-          text = `[${parts.join(",")}]`;
         }
         this.#socket.send(text);
         this.#outboxBytes -= bytes;

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { fakeClient, RecordingHandler } from "./_testing.ts";
 import {
+  BatchCache,
   BURST_FACTOR,
   MAX_BATCH_BYTES,
   MAX_BATCH_EVENTS,
@@ -167,4 +168,33 @@ Deno.test("Client does not write before the socket is open", () => {
   client.enqueue(frame(2));
   flusher.flushAll();
   assert.deepEqual(socket.sent.map((t) => JSON.parse(t).id), [1, 2]);
+});
+
+Deno.test("BatchCache shares a batch between outboxes holding the same events, only those", () => {
+  const cache = new BatchCache();
+  const [a, b, c] = [frame(1), frame(2), frame(3)];
+  cache.set([a, b, c], 0, 3, "[1,2,3]", 7);
+  assert.deepEqual(cache.get([a, b, c], 0, 3), { text: "[1,2,3]", bytes: 7 });
+  assert.equal(cache.get([frame(1), b, c], 0, 3), undefined, "equal text is not the same event");
+  assert.equal(cache.get([a, c, b], 0, 3), undefined);
+  assert.equal(cache.get([a, b], 0, 2), undefined);
+  assert.deepEqual(cache.get([frame(0), a, b, c], 1, 4)?.text, "[1,2,3]");
+  cache.clear();
+  assert.equal(cache.get([a, b, c], 0, 3), undefined);
+});
+
+Deno.test("Clients flushed in one pass with the same events send identical batches", () => {
+  const cache = new BatchCache();
+  const first = fakeClient({ batching: true });
+  const second = fakeClient({ batching: true });
+  const events = [frame(1), frame(2), frame(3)];
+  for (const event of events) {
+    first.client.enqueue(event);
+    second.client.enqueue(event);
+  }
+  first.client.flush(cache);
+  second.client.flush(cache);
+  assert.equal(first.socket.sent.length, 1);
+  assert.deepEqual(second.socket.sent, first.socket.sent);
+  assert.deepEqual(JSON.parse(second.socket.sent[0]!).map((e: { id: number }) => e.id), [1, 2, 3]);
 });
