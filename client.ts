@@ -284,7 +284,9 @@ export class Client {
   enqueue(frame: PreparedFrame, droppable = false): boolean {
     if (this.#closing || this.#closed) return false;
     const count = this.pending + 1;
-    const bytes = this.backlogBytes + frame.bytes;
+    // Only the outbox: `bufferedAmount` is a call into the runtime, too dear per delivery; the
+    // socket's unsent bytes are checked once per flush instead.
+    const bytes = this.#outboxBytes + frame.bytes;
     const { outboxMessages, outboxBytes } = this.#options;
     if (
       droppable && (count > outboxMessages * DROPPABLE_FILL || bytes > outboxBytes * DROPPABLE_FILL)
