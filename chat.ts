@@ -187,7 +187,13 @@ export class Chat implements ClientHandler {
         return this.#join(client, frame.room, frame.since, frame.ref);
       case "leave":
         if (!client.rooms.has(frame.room)) return this.#notMember(client, frame.room, frame.ref);
-        if (!this.#o.hub.trySend({ type: "leave", client, room: frame.room })) {
+        if (
+          !this.#o.hub.trySend(
+            frame.ref === undefined
+              ? { type: "leave", client, room: frame.room }
+              : { type: "leave", client, room: frame.room, ref: frame.ref },
+          )
+        ) {
           return this.#overloaded(client, frame.ref);
         }
         return;
@@ -282,6 +288,7 @@ export class Chat implements ClientHandler {
         replay: [] as ChatMessage[],
         lastId,
         users,
+        ...(ref === undefined ? {} : { ref }),
       }))
       : Promise.all([this.#o.store.since(key, since, this.#replayLimit), users]).then((
         [replay, users],
@@ -294,6 +301,7 @@ export class Chat implements ClientHandler {
         lastId: replay.lastId,
         users,
         recovered: replay.complete,
+        ...(ref === undefined ? {} : { ref }),
       }));
     read.then((event) => hub.send(event), (error) => {
       log.error("Cannot read history for join", { connection: client.id, error: String(error) });
@@ -317,6 +325,11 @@ export class Chat implements ClientHandler {
         return this.#error(client, "forbidden", "Cannot refresh: token is for another user", ref);
       }
       const expiresAt = result.identity.expiresAt;
+      // Within the verifier's clock tolerance a token may be past its exp: it must not cut short
+      // a connection whose current token is still good.
+      if (expiresAt !== undefined && expiresAt.getTime() <= Date.now()) {
+        return this.#error(client, "unauthorized", "Cannot refresh: Token expired", ref);
+      }
       if (expiresAt !== undefined) client.expireAt(expiresAt);
       if (ref !== undefined) {
         this.#reply(client, {

@@ -44,9 +44,11 @@ export type HubEvent =
     /** Online users across the cluster when the join was read; merged with local members. */
     users?: string[];
     recovered?: boolean;
+    /** The `join` frame's ref, echoed on `joined`. */
+    ref?: string;
   }
   | { type: "join_failed"; client: Client; room: string; ref?: string }
-  | { type: "leave"; client: Client; room: string }
+  | { type: "leave"; client: Client; room: string; ref?: string }
   | { type: "deliver"; event: BrokerEvent };
 
 /** Settings of the hub. */
@@ -169,7 +171,7 @@ export class Hub {
       case "join_failed":
         return this.#joinFailed(event.client, event.room, event.ref);
       case "leave":
-        return this.#leave(event.client, event.room, true);
+        return this.#leave(event.client, event.room, true, event.ref);
       case "deliver":
         return this.#deliver(event.event);
       default: {
@@ -229,6 +231,7 @@ export class Hub {
       : [...new Set([...event.users, ...local])].sort();
     const joined: ServerFrame = { type: "joined", room: event.room, lastId, users };
     if (event.recovered !== undefined) joined.recovered = event.recovered;
+    if (event.ref !== undefined) joined.ref = event.ref;
     // Replay first, then what arrived while the join was pending and is newer than the replay.
     let last = lastId;
     for (const message of replay) {
@@ -254,7 +257,7 @@ export class Hub {
     }));
   }
 
-  #leave(client: Client, name: string, reply: boolean): void {
+  #leave(client: Client, name: string, reply: boolean, ref?: string): void {
     const room = this.#rooms.get(name);
     if (room === undefined || !client.rooms.delete(name)) return;
     room.pending.delete(client);
@@ -267,7 +270,15 @@ export class Hub {
       }
     }
     this.#dropIfEmpty(name, room);
-    if (reply) client.enqueue(prepare({ type: "left", room: name }));
+    if (reply) {
+      client.enqueue(prepare(
+        ref === undefined ? { type: "left", room: name } : {
+          type: "left",
+          room: name,
+          ref,
+        },
+      ));
+    }
   }
 
   #deliver(event: BrokerEvent): void {
@@ -298,7 +309,9 @@ export class Hub {
       // Typing and presence changes: to the room's other users; typing is the first thing
       // dropped under pressure, presence goes quiet in big rooms.
       const typing = event.type === "typing";
-      if (!typing && room.live.size > this.#options.presenceEventsMax) return;
+      // Count the departed member too, so a room's joins and leaves are judged alike.
+      const size = room.live.size + (event.type === "user_left" ? 1 : 0);
+      if (!typing && size > this.#options.presenceEventsMax) return;
       const frame = prepare(event);
       for (const client of room.live) {
         if (client.user !== event.user && client.enqueue(frame, typing)) recipients++;

@@ -104,8 +104,9 @@ export type ServerFrame =
     lastId: number;
     users: string[];
     recovered?: boolean;
+    ref?: string;
   }
-  | { type: "left"; room: string }
+  | { type: "left"; room: string; ref?: string }
   | {
     type: "history";
     room?: string;
