@@ -79,9 +79,23 @@ export class TestSocket implements AsyncDisposable {
   /** Connects and waits for the open event (and, by default, the welcome frame). */
   static async open(
     url: string,
-    options: { protocols?: string | string[]; welcome?: boolean } = {},
+    options: {
+      protocols?: string | string[];
+      welcome?: boolean;
+      /** Extra handshake headers, such as `authorization`. */
+      headers?: HeadersInit;
+      /** An HTTP client with its own TLS roots, for `wss://` to a self-signed server. */
+      client?: Deno.HttpClient;
+    } = {},
   ): Promise<TestSocket> {
-    const socket = new WebSocket(url, options.protocols);
+    const { protocols, headers, client: httpClient } = options;
+    const socket = headers === undefined && httpClient === undefined
+      ? new WebSocket(url, protocols)
+      : new WebSocket(url, {
+        ...(protocols === undefined ? {} : { protocols }),
+        ...(headers === undefined ? {} : { headers }),
+        ...(httpClient === undefined ? {} : { client: httpClient }),
+      });
     const client = new TestSocket(socket);
     await new Promise<void>((resolve, reject) => {
       socket.addEventListener("open", () => resolve(), { once: true });
@@ -176,7 +190,10 @@ export async function rawRequest(url: URL, lines: string[]): Promise<RawResponse
   }
 }
 
-/** Opens a WebSocket over raw TCP: the handshake only; the caller owns the connection. */
+/**
+ * Opens a WebSocket over raw TCP: the handshake only; the caller owns the connection. A refusal
+ * (any status but 101) comes with its body read, so its JSON can be checked.
+ */
 export async function rawUpgrade(
   url: URL,
   extraHeaders: string[] = [],
@@ -193,7 +210,7 @@ export async function rawUpgrade(
     ...extraHeaders,
   ];
   await writeAll(conn, new TextEncoder().encode(request.join("\r\n") + "\r\n\r\n"));
-  const response = await readHead(conn, false);
+  const response = await readHead(conn, (status) => status !== 101);
   return { conn, response };
 }
 
@@ -224,7 +241,10 @@ export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void
   while (written < bytes.length) written += await conn.write(bytes.subarray(written));
 }
 
-async function readHead(conn: Deno.Conn, readBody = true): Promise<RawResponse> {
+async function readHead(
+  conn: Deno.Conn,
+  bodyFor: (status: number) => boolean = () => true,
+): Promise<RawResponse> {
   const chunk = new Uint8Array(64 * 1024);
   let bytes = new Uint8Array(0);
   let end = -1;
@@ -250,6 +270,8 @@ async function readHead(conn: Deno.Conn, readBody = true): Promise<RawResponse> 
     const colon = line.indexOf(":");
     if (colon > 0) headers.append(line.slice(0, colon).trim(), line.slice(colon + 1).trim());
   }
+  const status = Number(statusLine.split(" ")[1] ?? 0);
+  const readBody = bodyFor(status);
   const length = Number(headers.get("content-length") ?? "0");
   while (readBody && rest.length < length) {
     const n = await conn.read(chunk);
@@ -260,7 +282,7 @@ async function readHead(conn: Deno.Conn, readBody = true): Promise<RawResponse> 
     rest = next;
   }
   return {
-    status: Number(statusLine.split(" ")[1] ?? 0),
+    status,
     headers,
     body: readBody ? new TextDecoder().decode(rest) : "",
     rest,
