@@ -45,6 +45,21 @@ export async function startTestServer(
   });
 }
 
+/** Deno's WebSocket constructor with its options object; spelled out because the DOM typings
+ * that browser tests bring into the same type-check know only the `protocols` form. */
+type DenoWebSocketConstructor = new (
+  url: string,
+  options: { protocols?: string[]; headers?: HeadersInit; client?: Deno.HttpClient },
+) => WebSocket;
+
+/** Decodes a byte stream to text chunks (typed the same under Deno's and the DOM's libraries). */
+export async function* textChunks(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  const decoder = new TextDecoder();
+  for await (const bytes of stream) yield decoder.decode(bytes, { stream: true });
+  const tail = decoder.decode();
+  if (tail !== "") yield tail;
+}
+
 /** One protocol event as received (batches unpacked). */
 export type Event = Record<string, unknown> & { type?: string };
 
@@ -91,8 +106,8 @@ export class TestSocket implements AsyncDisposable {
     const { protocols, headers, client: httpClient } = options;
     const socket = headers === undefined && httpClient === undefined
       ? new WebSocket(url, protocols)
-      : new WebSocket(url, {
-        ...(protocols === undefined ? {} : { protocols }),
+      : new (WebSocket as unknown as DenoWebSocketConstructor)(url, {
+        ...(protocols === undefined ? {} : { protocols: [protocols].flat() }),
         ...(headers === undefined ? {} : { headers }),
         ...(httpClient === undefined ? {} : { client: httpClient }),
       });
@@ -352,7 +367,7 @@ export async function spawnServer(
   }).spawn();
   let output = "";
   const collect = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) output += chunk;
+    for await (const chunk of textChunks(stream)) output += chunk;
   };
   const collecting = Promise.all([collect(child.stdout), collect(child.stderr)]);
   const deadline = Date.now() + 20_000;

@@ -285,7 +285,10 @@ async function importJwks(text: string, source: string): Promise<Map<string, Ver
     if (key instanceof Uint8Array) {
       throw new Error(`Cannot configure JWT: ${where} is not a public key`);
     }
-    const { modulusLength } = key.algorithm as Partial<RsaHashedKeyAlgorithm>;
+    // Cast through `CryptoKey`: jose's key type differs between Deno's and the DOM's libraries.
+    const { modulusLength } = (key as unknown as CryptoKey).algorithm as Partial<
+      RsaHashedKeyAlgorithm
+    >;
     if (modulusLength !== undefined && modulusLength < MIN_RSA_BITS) {
       throw new Error(`Cannot configure JWT: ${where} is shorter than ${MIN_RSA_BITS} bits`);
     }

@@ -92,7 +92,13 @@ test("browser: a message sent with Enter shows in both pages, pending then confi
     assert.deepEqual(rows, [{ id, pending: false, sender: "alice", content: "hello bob" }]);
   }
   // The composer was cleared on send.
-  assert.equal(await alice.page.$eval("[data-testid=composer]", (c) => c.value), "");
+  assert.equal(
+    await alice.page.$eval(
+      "[data-testid=composer]",
+      (c) => (c as unknown as { value: string }).value,
+    ),
+    "",
+  );
 
   await bob.send("hi alice");
   await alice.waitForMessage("hi alice");
@@ -118,14 +124,23 @@ test("browser: Shift+Enter starts a new line and Enter sends the multi-line mess
   await alice.page.keyboard.press("Enter");
   await alice.page.keyboard.up("Shift");
   await alice.type("second line");
-  const composer = await alice.page.$eval("[data-testid=composer]", (c) => c.value);
+  const composer = await alice.page.$eval(
+    "[data-testid=composer]",
+    (c) => (c as unknown as { value: string }).value,
+  );
   assert.equal(composer, "first line\nsecond line");
   assert.deepEqual((await alice.messages()).map((m) => m.content), ["one line"]);
 
   await alice.page.keyboard.press("Enter");
   await bob.waitForMessage("first line\nsecond line");
   await alice.waitForMessage("first line\nsecond line");
-  assert.equal(await alice.page.$eval("[data-testid=composer]", (c) => c.value), "");
+  assert.equal(
+    await alice.page.$eval(
+      "[data-testid=composer]",
+      (c) => (c as unknown as { value: string }).value,
+    ),
+    "",
+  );
   // The line break is rendered: the multi-line message is taller than the one-line one.
   const heights = await bob.page.evaluate(() =>
     [...document.querySelectorAll("[data-testid=message] .content")].map((c) =>
@@ -223,7 +238,10 @@ test("browser: scrolling to the top loads older pages down to the first message,
     () => document.querySelector(".start")?.textContent === "This is the beginning of #lobby.",
   );
   assert.equal(
-    await alice.page.$eval("[data-testid=load-older]", (button) => button.hidden),
+    await alice.page.$eval(
+      "[data-testid=load-older]",
+      (button) => (button as unknown as { hidden: boolean }).hidden,
+    ),
     true,
   );
   const ids = (await alice.messages()).map((m) => Number(m.id));

@@ -51,6 +51,7 @@ export interface SocketLike {
 }
 
 /** WebSocket ready states. */
+export const CONNECTING = 0;
 export const OPEN = 1;
 export const CLOSED = 3;
 
@@ -239,6 +240,8 @@ export class Client {
   #watchdog: ReturnType<typeof setTimeout> | undefined;
   #expiresAt: Date | undefined;
   #expiry: ReturnType<typeof setTimeout> | undefined;
+  /** A close asked for before the socket opened; carried out on `open`. */
+  #closeOnOpen: CloseCode | undefined;
 
   /** Wraps a socket; attaches listeners only, so it cannot throw after an upgrade. */
   constructor(socket: SocketLike, handler: ClientHandler, options: ClientOptions) {
@@ -432,6 +435,12 @@ export class Client {
    */
   close(close: CloseCode): void {
     if (this.#closing || this.#closed) return;
+    if (this.#socket.readyState === CONNECTING) {
+      // Deno ignores close() on a server socket that is not open yet and opens it anyway, which
+      // would leave an uncounted socket behind: close it the moment it opens instead.
+      this.#closeOnOpen ??= close;
+      return;
+    }
     // Frames already queued (say, the errors that led to a policy close) go out before the close
     // frame; a slow consumer's backlog is dropped instead: it resumes from history.
     if (close.code !== Close.slowConsumer.code && this.pending > 0) this.flush();
@@ -442,7 +451,7 @@ export class Client {
     try {
       this.#socket.close(close.code, close.reason);
     } catch {
-      // CONNECTING or already closed: the close event (or the watchdog) finishes the job.
+      // Already closed: the close event (or the watchdog) finishes the job.
     }
     this.#watchdog = setTimeout(() => {
       this.#watchdog = undefined;
@@ -452,6 +461,7 @@ export class Client {
 
   #onOpen = (): void => {
     if (this.#closed) return;
+    if (this.#closeOnOpen !== undefined) return this.close(this.#closeOnOpen);
     this.#handler.opened(this);
   };
 

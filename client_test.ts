@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
-import { fakeClient, RecordingHandler } from "./_testing.ts";
+import { fakeClient, FakeSocket, ManualFlusher, RecordingHandler } from "./_testing.ts";
 import {
   BatchCache,
   BURST_FACTOR,
+  Client,
   MAX_BATCH_BYTES,
   MAX_BATCH_EVENTS,
   prepare,
@@ -197,4 +198,28 @@ Deno.test("Clients flushed in one pass with the same events send identical batch
   assert.equal(first.socket.sent.length, 1);
   assert.deepEqual(second.socket.sent, first.socket.sent);
   assert.deepEqual(JSON.parse(second.socket.sent[0]!).map((e: { id: number }) => e.id), [1, 2, 3]);
+});
+
+Deno.test("Client closes a socket on open when asked to close it while connecting", () => {
+  // Deno ignores close() on a server socket that is still connecting and opens it anyway, so the
+  // close must wait for `open`; a token already past its exp asks for exactly that.
+  const socket = new FakeSocket();
+  const handler = new RecordingHandler();
+  const client = new Client(socket, handler, {
+    id: "connecting",
+    user: "alice",
+    named: true,
+    batching: false,
+    remote: "127.0.0.1",
+    maxFrameBytes: 1024,
+    outboxMessages: 16,
+    outboxBytes: 4096,
+    scheduler: new ManualFlusher(),
+    expiresAt: new Date(Date.now() - 1),
+  });
+  assert.equal(socket.closedWith, undefined, "nothing is sent to a connecting socket");
+  socket.open();
+  assert.deepEqual(socket.closedWith, { code: 4001, reason: "Token expired" });
+  assert.deepEqual(handler.calls, ["closed:4001"], "never announced as opened");
+  assert.equal(client.active, false);
 });

@@ -683,6 +683,7 @@ function wrap(text: string, indent: string): string[] {
 export function helpText(): string {
   const lines = [
     "Usage: parley [options]",
+    "       parley token --sub USER [--name NAME] [--ttl TTL]   (mints a token; see --help there)",
     "",
     "Parley: a WebSocket chat server (WebSocket at /ws, HTTP API under /api, browser client at /).",
     "",

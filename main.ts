@@ -276,8 +276,14 @@ export async function main(args: string[]): Promise<number> {
   });
   switch (result.kind) {
     case "help":
-    case "version":
       console.log(result.text);
+      return 0;
+    case "version":
+      // The runtime matters as much as our version: a compiled binary embeds its own.
+      console.log(
+        `${result.text} (deno ${Deno.version.deno}, v8 ${Deno.version.v8}, ` +
+          `typescript ${Deno.version.typescript})`,
+      );
       return 0;
     case "error":
       console.error(result.error);

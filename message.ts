@@ -145,14 +145,35 @@ export interface ParseOptions {
   maxContentChars: number;
 }
 
-const ref = z.string().min(1).max(MAX_REF_CHARS);
+/**
+ * Bounds a string at `max` UTF-16 code units. zod's `max` counts code points, which lets up to
+ * twice as many units through; the limits of the protocol, `?name=` and the HTTP API are in units.
+ */
+function atMost<T extends z.ZodString>(schema: T, max: number): T {
+  // A plain check, not `superRefine`, which allocates on every call: this runs for every frame.
+  return schema.check((ctx) => {
+    if (ctx.value.length > max) {
+      ctx.issues.push({
+        code: "too_big",
+        maximum: max,
+        origin: "string",
+        inclusive: true,
+        input: ctx.value,
+      });
+    }
+  });
+}
+
+const ref = atMost(z.string().min(1), MAX_REF_CHARS);
 const room = z.string().regex(ROOM_NAME);
-const user = z.string().min(1).max(MAX_USER_CHARS);
+// No control characters, as for `?name=` and the HTTP API: a name shows up in every client's UI.
+// deno-lint-ignore no-control-regex
+const user = atMost(z.string().min(1).regex(/^[^\u0000-\u001f\u007f]*$/), MAX_USER_CHARS);
 const messageId = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 const limit = z.number().int().min(1).max(MAX_HISTORY_LIMIT);
 
 function content(maxChars: number) {
-  return z.string().min(1).max(maxChars);
+  return atMost(z.string().min(1), maxChars);
 }
 
 function schemas(options: ParseOptions) {
@@ -200,7 +221,7 @@ function schemas(options: ParseOptions) {
     typing: z.strictObject({ type: z.literal("typing"), room, ref: ref.optional() }),
     refresh: z.strictObject({
       type: z.literal("refresh"),
-      token: z.string().min(1).max(8192),
+      token: atMost(z.string().min(1), 8192),
       ref: ref.optional(),
     }),
     ping: z.strictObject({ type: z.literal("ping"), ref: ref.optional() }),

@@ -25,6 +25,12 @@ import {
 } from "./message.ts";
 import type { Presence } from "./presence.ts";
 import type { MessageStore } from "./store.ts";
+// The browser client is part of the module graph, not read from disk: serving it needs no read
+// permission and no particular working directory, and `deno compile` embeds it.
+import appJs from "./static/app.js" with { type: "text" };
+import faviconSvg from "./static/favicon.svg" with { type: "text" };
+import indexHtml from "./static/index.html" with { type: "text" };
+import styleCss from "./static/style.css" with { type: "text" };
 
 /** Seconds a client is told to wait after a 503/429 for connection limits. */
 export const RETRY_AFTER_S = 5;
@@ -68,8 +74,6 @@ export interface ServerDeps {
   metrics?: MetricsPage;
   /** Observes every client's write path (metrics). */
   flushObserver?: FlushObserver;
-  /** Where `static/` lives; defaults to beside this module (works in a compiled binary). */
-  staticRoot?: URL;
 }
 
 type Handler = (
@@ -90,7 +94,6 @@ export class ParleyHttp {
   readonly #deps: ServerDeps;
   readonly #routes: Route[];
   readonly #perIp = new Map<string, number>();
-  readonly #static = new Map<string, Uint8Array<ArrayBuffer>>();
   readonly #handler: ClientHandler;
   #connections = 0;
   #guests = 0;
@@ -188,18 +191,15 @@ export class ParleyHttp {
       return json(403, error("forbidden", `Origin ${origin} is not allowed`));
     }
     const remote = remoteAddress(info);
-    if (this.#connections >= o.maxConnections) {
-      return json(503, error("overloaded", "Too many connections"), {
-        "retry-after": String(RETRY_AFTER_S),
-      });
-    }
-    if ((this.#perIp.get(remote) ?? 0) >= o.maxConnectionsPerIp) {
-      return json(429, error("rate_limited", "Too many connections from this address"), {
-        "retry-after": String(RETRY_AFTER_S),
-      });
-    }
+    // Refuse early, before any token work; then check again after verifying, which awaits: other
+    // upgrades may have taken the free slots meanwhile. Nothing awaits between that check and
+    // the counting below.
+    const full = this.#overLimit(remote);
+    if (full !== undefined) return full;
     const identity = await this.#identify(req, url);
     if ("status" in identity) return identity;
+    const fullNow = this.#overLimit(remote);
+    if (fullNow !== undefined) return fullNow;
     const offered = (headers.get("sec-websocket-protocol") ?? "").split(",").map((p) => p.trim());
     const batching = offered.includes(SUBPROTOCOL);
     let upgrade: { socket: WebSocket; response: Response };
@@ -230,6 +230,27 @@ export class ParleyHttp {
     return upgrade.response;
   }
 
+  /** The refusal of one more connection from `remote` when a limit is reached, or undefined. */
+  #overLimit(remote: string): Response | undefined {
+    const o = this.#deps.options;
+    if (this.#draining) {
+      return json(503, error("overloaded", "Server shutting down"), {
+        "retry-after": String(RETRY_AFTER_S),
+      });
+    }
+    if (this.#connections >= o.maxConnections) {
+      return json(503, error("overloaded", "Too many connections"), {
+        "retry-after": String(RETRY_AFTER_S),
+      });
+    }
+    if ((this.#perIp.get(remote) ?? 0) >= o.maxConnectionsPerIp) {
+      return json(429, error("rate_limited", "Too many connections from this address"), {
+        "retry-after": String(RETRY_AFTER_S),
+      });
+    }
+    return undefined;
+  }
+
   /** Establishes who connects: a verified token, `?name=`, or a guest name. */
   async #identify(
     req: Request,
@@ -244,7 +265,12 @@ export class ParleyHttp {
       const result = await verifier.verify(token);
       if (!result.ok) return json(401, error("unauthorized", result.message, result.reason));
       const { user, expiresAt } = result.identity;
-      return expiresAt === undefined ? { user, named: true } : { user, named: true, expiresAt };
+      if (expiresAt === undefined) return { user, named: true };
+      // The verifier forgives clock skew; a connection past its exp would be closed at once.
+      if (expiresAt.getTime() <= Date.now()) {
+        return json(401, error("unauthorized", "Token expired", "token_expired"));
+      }
+      return { user, named: true, expiresAt };
     }
     const name = url.searchParams.get("name");
     if (name === null || name === "") return { user: `guest-${++this.#guests}`, named: false };
@@ -403,17 +429,9 @@ export class ParleyHttp {
     }
   }
 
-  async #file(name: string): Promise<Response> {
-    let body = this.#static.get(name);
-    if (body === undefined) {
-      const root = this.#deps.staticRoot ?? new URL("./static/", import.meta.url);
-      try {
-        body = await Deno.readFile(new URL(name, root));
-      } catch {
-        return json(404, error("invalid_message", `No file ${name}`));
-      }
-      this.#static.set(name, body);
-    }
+  #file(name: string): Response {
+    const body = STATIC_FILES[name];
+    if (body === undefined) return json(404, error("invalid_message", `No file ${name}`));
     return new Response(body, {
       headers: {
         "content-type": CONTENT_TYPES[name.slice(name.lastIndexOf("."))] ??
@@ -426,6 +444,14 @@ export class ParleyHttp {
     });
   }
 }
+
+/** The files under `static/`, by the name the routes use. */
+const STATIC_FILES: Readonly<Record<string, string>> = {
+  "index.html": indexHtml,
+  "app.js": appJs,
+  "style.css": styleCss,
+  "favicon.svg": faviconSvg,
+};
 
 const CONTENT_TYPES: Record<string, string> = {
   ".html": "text/html; charset=utf-8",
