@@ -424,3 +424,37 @@ test("a bad flag exits 2 with one line naming the flag, the value and what is al
   assert.equal(text.split("\n").length, 1);
   assert.match(text, /--port.*"abc".*integer/);
 });
+
+test("server metrics move with traffic and build info is exported", async () => {
+  await using server = await startTestServer();
+  const scrape = async () => await (await fetch(new URL("metrics", server.url))).text();
+  const value = (text: string, series: string) => {
+    const line = text.split("\n").find((l) => l.startsWith(`${series} `));
+    return line === undefined ? NaN : Number(line.slice(series.length + 1));
+  };
+  const before = await scrape();
+  await using a = await TestSocket.open(server.ws({ name: "a" }), { protocols: "parley.v1" });
+  await using b = await TestSocket.open(server.ws({ name: "b" }));
+  a.send({ sender: "x", content: "one" });
+  a.send({ type: "message", content: "two", ref: "r" });
+  a.send("{bad");
+  await b.until((events) => events.filter((e) => e.type === "message").length === 2);
+  await a.next("error");
+  const after = await scrape();
+  assert.equal(value(after, 'parley_connections{protocol="parley.v1"}'), 1);
+  assert.equal(value(after, 'parley_connections{protocol="plain"}'), 1);
+  assert.equal(
+    value(after, 'parley_messages_stored_total{kind="room"}') -
+      value(before, 'parley_messages_stored_total{kind="room"}'),
+    2,
+  );
+  assert.equal(value(after, 'parley_frames_in_total{type="legacy"}'), 1);
+  assert.equal(value(after, 'parley_frames_in_total{type="message"}'), 1);
+  assert.equal(value(after, 'parley_frames_in_total{type="invalid"}'), 1);
+  assert.equal(value(after, 'parley_errors_total{code="invalid_json"}'), 1);
+  assert.ok(value(after, "parley_deliveries_total") >= 4, "two messages to two members");
+  assert.ok(value(after, "parley_frames_out_total") >= 4);
+  assert.ok(value(after, "parley_connections_opened_total") >= 2);
+  assert.ok(value(after, "parley_process_resident_memory_bytes") > 0);
+  assert.match(after, /parley_build_info\{[^}]*version="\d+\.\d+\.\d+"[^}]*\} 1/);
+});
