@@ -5,13 +5,14 @@
 import {
   Client,
   type ClientHandler,
+  type ClientLimits,
   type ClientOptions,
   type FlushScheduler,
   OPEN,
   type SocketLike,
 } from "./client.ts";
 
-type Listener = (event: never) => void;
+type Listener = ((event: never) => void) | EventListenerObject;
 
 /** A socket that records what is sent and lets a test play the peer. */
 export class FakeSocket implements SocketLike {
@@ -78,7 +79,10 @@ export class FakeSocket implements SocketLike {
   }
 
   #emit(type: string, event: Event): void {
-    for (const listener of this.#listeners.get(type) ?? []) (listener as (e: Event) => void)(event);
+    for (const listener of this.#listeners.get(type) ?? []) {
+      if (typeof listener === "function") (listener as (e: Event) => void)(event);
+      else (listener as EventListenerObject).handleEvent(event);
+    }
   }
 }
 
@@ -129,24 +133,38 @@ let nextId = 0;
 
 /** Makes an open client on a FakeSocket with small, test-friendly bounds. */
 export function fakeClient(
-  options: Partial<ClientOptions> & { handler?: ClientHandler } = {},
+  options: Partial<Omit<ClientOptions, "limits"> & ClientLimits> & { handler?: ClientHandler } = {},
 ): { client: Client; socket: FakeSocket; flusher: ManualFlusher } {
   const socket = new FakeSocket();
   const flusher = options.scheduler instanceof ManualFlusher
     ? options.scheduler
     : new ManualFlusher();
-  const { handler = new RecordingHandler(), ...rest } = options;
+  const {
+    handler = new RecordingHandler(),
+    maxFrameBytes = 1024,
+    outboxMessages = 16,
+    outboxBytes = 4096,
+    closeTimeoutMs,
+    observer,
+    now,
+    ...identity
+  } = options;
   const client = new Client(socket, handler, {
     id: `c${++nextId}`,
     user: "alice",
     named: true,
     batching: false,
     remote: "127.0.0.1",
-    maxFrameBytes: 1024,
-    outboxMessages: 16,
-    outboxBytes: 4096,
-    ...rest,
-    scheduler: flusher,
+    ...identity,
+    limits: {
+      maxFrameBytes,
+      outboxMessages,
+      outboxBytes,
+      scheduler: flusher,
+      ...(closeTimeoutMs === undefined ? {} : { closeTimeoutMs }),
+      ...(observer === undefined ? {} : { observer }),
+      ...(now === undefined ? {} : { now }),
+    },
   });
   socket.open();
   return { client, socket, flusher };

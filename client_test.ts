@@ -211,10 +211,12 @@ Deno.test("Client closes a socket on open when asked to close it while connectin
     named: true,
     batching: false,
     remote: "127.0.0.1",
-    maxFrameBytes: 1024,
-    outboxMessages: 16,
-    outboxBytes: 4096,
-    scheduler: new ManualFlusher(),
+    limits: {
+      maxFrameBytes: 1024,
+      outboxMessages: 16,
+      outboxBytes: 4096,
+      scheduler: new ManualFlusher(),
+    },
     expiresAt: new Date(Date.now() - 1),
   });
   assert.equal(socket.closedWith, undefined, "nothing is sent to a connecting socket");

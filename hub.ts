@@ -11,8 +11,10 @@
  *   recipient; enqueueing never blocks, so one slow client cannot hold up the others.
  * - A join is pending until its `join_ready` event arrives with the replay read from the store.
  *   While pending, live messages for that room are buffered for the client; on `join_ready` the
- *   client receives the replay, then the buffered messages newer than the replay, then live ones:
- *   no gap, no duplicate, in id order.
+ *   client receives the replay, then the buffered messages newer than the replay, then live ones
+ *   newer than all of those: no gap, no duplicate, in id order. A message the store read already
+ *   returned may still be on its way through the broker (with Redis the read is faster than
+ *   pub/sub); until a newer delivery arrives, the client's floor drops such late copies.
  * - Presence: when a user's first connection on this node enters a room, or its last one leaves,
  *   the hub reports the change through `onPresence`; the composition root asks the presence
  *   backend whether the change is cluster-wide and publishes `user_joined` / `user_left` through
@@ -72,6 +74,10 @@ interface Room {
   readonly pending: Map<Client, ChatMessage[]>;
   /** Connections per user among live members. */
   readonly users: Map<string, number>;
+  /** Live members that joined recently, with the last id they were sent at `join_ready`: a
+   * delivery up to it is a late copy. Deliveries of a room arrive in id order, so the first one
+   * above the floor removes it. */
+  readonly floors: Map<Client, number>;
 }
 
 /** The registry and fan-out of one node. */
@@ -240,8 +246,12 @@ export class Hub {
     }
     client.enqueue(prepare(joined));
     for (const message of held) {
-      if (message.id > last) client.enqueue(prepare(message));
+      if (message.id > last) {
+        client.enqueue(prepare(message));
+        last = message.id;
+      }
     }
+    room.floors.set(client, last);
   }
 
   #joinFailed(client: Client, name: string, ref: string | undefined): void {
@@ -261,6 +271,7 @@ export class Hub {
     const room = this.#rooms.get(name);
     if (room === undefined || !client.rooms.delete(name)) return;
     room.pending.delete(client);
+    room.floors.delete(client);
     if (room.live.delete(client)) {
       const left = (room.users.get(client.user) ?? 1) - 1;
       if (left > 0) room.users.set(client.user, left);
@@ -288,14 +299,20 @@ export class Hub {
       const room = this.#rooms.get(event.room);
       if (room === undefined) return;
       const frame = prepare(event);
-      const pending = room.pending;
-      if (pending.size === 0) {
+      const { pending, floors } = room;
+      if (pending.size === 0 && floors.size === 0) {
         for (const client of room.live) client.enqueue(frame);
         recipients = room.live.size;
       } else {
         // A live member that re-joins to resume gets this message from its replay or buffer.
         for (const client of room.live) {
-          if (!pending.has(client) && client.enqueue(frame)) recipients++;
+          if (pending.has(client)) continue;
+          const floor = floors.get(client);
+          if (floor !== undefined) {
+            if (event.id <= floor) continue; // already sent from the store
+            floors.delete(client);
+          }
+          if (client.enqueue(frame)) recipients++;
         }
         for (const held of pending.values()) held.push(event);
       }
@@ -343,7 +360,7 @@ export class Hub {
   #room(name: string): Room {
     let room = this.#rooms.get(name);
     if (room === undefined) {
-      room = { live: new Set(), pending: new Map(), users: new Map() };
+      room = { live: new Set(), pending: new Map(), users: new Map(), floors: new Map() };
       this.#rooms.set(name, room);
     }
     return room;

@@ -1,13 +1,12 @@
 import assert from "node:assert/strict";
 import { fakeClient, ManualFlusher } from "./_testing.ts";
-import type { ClientOptions } from "./client.ts";
 import { Hub, type HubEvent } from "./hub.ts";
 import type { ChatMessage, RoomMessage } from "./message.ts";
 
 function setup(presenceEventsMax = 1000) {
   const hub = new Hub({ defaultRoom: "lobby", presenceEventsMax });
   const flusher = new ManualFlusher();
-  const connect = (options: Partial<ClientOptions> = {}) =>
+  const connect = (options: Parameters<typeof fakeClient>[0] = {}) =>
     fakeClient({ scheduler: flusher, outboxMessages: 1024, outboxBytes: 1 << 20, ...options });
   return { hub, flusher, connect };
 }
@@ -169,6 +168,37 @@ Deno.test("Hub.run() does not duplicate messages when a live member re-joins to 
   flusher.flushAll();
   assert.deepEqual(a.socket.eventsOf("message").map((m) => m.id), [1, 2, 3]);
   assert.deepEqual(hub.usersIn("lobby"), ["a"]);
+});
+
+Deno.test("Hub.run() drops a replayed message that the broker delivers after the join", async () => {
+  const { hub, flusher, connect } = setup();
+  const a = connect({ user: "a" });
+  const b = connect({ user: "b" });
+  await hub.run([
+    { type: "register", client: a.client },
+    { type: "register", client: b.client },
+    { type: "join", client: b.client, room: "dev" },
+    { type: "join_ready", client: b.client, room: "dev", replay: [], lastId: 1 },
+    { type: "join", client: a.client, room: "dev" },
+    // The store read returned 2 and 3 before their broker deliveries reached the hub.
+    {
+      type: "join_ready",
+      client: a.client,
+      room: "dev",
+      replay: [1, 2, 3].map((id) => roomMessage(id, "dev")),
+      lastId: 3,
+      recovered: true,
+    },
+    deliver(roomMessage(2, "dev")),
+    deliver(roomMessage(3, "dev")),
+    deliver(roomMessage(4, "dev")),
+    deliver(roomMessage(5, "dev")),
+  ]);
+  flusher.flushAll();
+  const dev = (events: Record<string, unknown>[]) =>
+    events.filter((e) => e.room === "dev").map((e) => e.type === "message" ? e.id : e.type);
+  assert.deepEqual(dev(a.socket.events), [1, 2, 3, "joined", 4, 5]);
+  assert.deepEqual(dev(b.socket.events), ["joined", 2, 3, 4, 5]);
 });
 
 Deno.test("Hub.run() ignores a join completion for a client that left meanwhile", async () => {

@@ -13,7 +13,13 @@ import { getLogger } from "@logtape/logtape";
 import { tokenFromRequest, type Verifier } from "./auth.ts";
 import type { Broker } from "./broker.ts";
 import type { Chat } from "./chat.ts";
-import { Client, type ClientHandler, type FlushObserver, type FlushScheduler } from "./client.ts";
+import {
+  Client,
+  type ClientHandler,
+  type ClientLimits,
+  type FlushObserver,
+  type FlushScheduler,
+} from "./client.ts";
 import type { Hub } from "./hub.ts";
 import {
   DEFAULT_HISTORY_LIMIT,
@@ -95,6 +101,8 @@ export class ParleyHttp {
   readonly #routes: Route[];
   readonly #perIp = new Map<string, number>();
   readonly #handler: ClientHandler;
+  /** Shared by every client: one object, not one per connection. */
+  readonly #clientLimits: ClientLimits;
   #connections = 0;
   #guests = 0;
   #draining = false;
@@ -102,6 +110,13 @@ export class ParleyHttp {
   /** Builds the route table. */
   constructor(deps: ServerDeps) {
     this.#deps = deps;
+    this.#clientLimits = {
+      maxFrameBytes: deps.options.maxFrameBytes,
+      outboxMessages: deps.options.outboxMessages,
+      outboxBytes: deps.options.outboxBytes,
+      scheduler: deps.scheduler,
+      ...(deps.flushObserver === undefined ? {} : { observer: deps.flushObserver }),
+    };
     const chat = deps.chat;
     // Wrap the chat handler so connection counts are released exactly once per client.
     this.#handler = {
@@ -215,16 +230,12 @@ export class ParleyHttp {
     this.#connections++;
     this.#perIp.set(remote, (this.#perIp.get(remote) ?? 0) + 1);
     new Client(upgrade.socket, this.#handler, {
-      id: crypto.randomUUID(),
+      id: connectionId(),
       user: identity.user,
       named: identity.named,
       batching,
       remote,
-      maxFrameBytes: o.maxFrameBytes,
-      outboxMessages: o.outboxMessages,
-      outboxBytes: o.outboxBytes,
-      scheduler: this.#deps.scheduler,
-      ...(this.#deps.flushObserver === undefined ? {} : { observer: this.#deps.flushObserver }),
+      limits: this.#clientLimits,
       ...(identity.expiresAt === undefined ? {} : { expiresAt: identity.expiresAt }),
     });
     return upgrade.response;
@@ -499,6 +510,12 @@ function idParam(value: string | null): number | undefined | null {
 export function validName(name: string): boolean {
   // deno-lint-ignore no-control-regex
   return name.length >= 1 && name.length <= MAX_USER_CHARS && !/[\u0000-\u001f\u007f]/.test(name);
+}
+
+/** A connection id: 72 random bits as 12 base64url characters, short enough to stay compact. */
+function connectionId(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(9));
+  return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_");
 }
 
 function remoteAddress(info: Deno.ServeHandlerInfo): string {

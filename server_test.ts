@@ -49,7 +49,7 @@ test("server echoes parley.v1 and welcomes with identity, connection and rooms",
   assert.equal(welcome?.user, "alice");
   assert.equal(welcome?.protocol, 1);
   assert.deepEqual(welcome?.rooms, ["lobby"]);
-  assert.match(String(welcome?.connection), /^[0-9a-f-]{36}$/);
+  assert.match(String(welcome?.connection), /^[A-Za-z0-9_-]{12}$/);
   await using guest = await TestSocket.open(server.ws());
   assert.match(String(guest.of("welcome")[0]?.user), /^guest-\d+$/);
 });
