@@ -16,6 +16,10 @@
  *   each user whose count reached 0. So every expiry is reported by exactly one node.
  * - A node that was swept while alive (stalled longer than the ttl) finds its id missing at its
  *   next heartbeat or join and writes its entries back from its local copy.
+ * - A join or leave that failed (Redis unreachable) leaves Redis out of step with the node: a
+ *   user who disconnected meanwhile would stay online for good. After such a failure, and after
+ *   every reconnect, the next heartbeat makes Redis hold exactly the node's local entries and
+ *   reports users that went offline by it to the {@link ExpiryListener}, like an expiry.
  * - After its own connection to Redis comes back, a node waits one ttl before sweeping, so the
  *   other nodes have heartbeated again and an outage is not mistaken for their death.
  * - The scripts build room keys from entries, so this needs a single Redis (or a primary with
@@ -63,6 +67,36 @@ for i = 4, #ARGV do
   end
 end
 return online
+`);
+
+// KEYS: nodes, node set. ARGV: node id, expiry ms, prefix, entry JSON…
+// Registers the node and makes its entries exactly the given ones; returns {room, user, …} of
+// users now offline everywhere.
+const SYNC = new Script(`
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local wanted = {}
+for i = 4, #ARGV do wanted[ARGV[i]] = true end
+local offline = {}
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if wanted[member] then
+    wanted[member] = nil
+  else
+    redis.call('SREM', KEYS[2], member)
+    local entry = cjson.decode(member)
+    local room = ARGV[3] .. 'presence:room:' .. entry[1]
+    if redis.call('HINCRBY', room, entry[2], -1) <= 0 then
+      redis.call('HDEL', room, entry[2])
+      offline[#offline + 1] = entry[1]
+      offline[#offline + 1] = entry[2]
+    end
+  end
+end
+for member in pairs(wanted) do
+  redis.call('SADD', KEYS[2], member)
+  local entry = cjson.decode(member)
+  redis.call('HINCRBY', ARGV[3] .. 'presence:room:' .. entry[1], entry[2], 1)
+end
+return offline
 `);
 
 // KEYS: nodes, node set, room hash. ARGV: node id, expiry ms, entry JSON, user.
@@ -142,6 +176,9 @@ export class RedisPresence implements Presence {
   #restoring: Promise<Set<string>> | undefined;
   /** Sweeps wait until this time (ms) after this node's connection came back. */
   #sweepAfter = 0;
+  /** True when Redis may not hold exactly {@link #entries}: a join or leave failed, or the
+   * connection dropped. The next heartbeat synchronises. */
+  #unsynced = false;
   #closed = false;
 
   private constructor(client: RedisClient, options: RedisPresenceOptions, nodeId: string) {
@@ -153,8 +190,12 @@ export class RedisPresence implements Presence {
     let lost = false;
     client.on("error", () => lost = true);
     client.on("ready", () => {
-      if (lost) this.#sweepAfter = this.#now() + this.#ttlMs;
+      if (!lost) return;
       lost = false;
+      this.#sweepAfter = this.#now() + this.#ttlMs;
+      this.#unsynced = true;
+      // Catch up now rather than at the next tick: presence is wrong until then.
+      if (this.#timer !== undefined) this.#startTick();
     });
   }
 
@@ -173,9 +214,10 @@ export class RedisPresence implements Presence {
       throw error;
     }
     if (options.timers ?? true) {
-      presence.#timer = setInterval(() => {
-        presence.#tick ??= presence.#heartbeatAndSweep().finally(() => presence.#tick = undefined);
-      }, presence.#ttlMs / HEARTBEATS_PER_TTL);
+      presence.#timer = setInterval(
+        () => presence.#startTick(),
+        presence.#ttlMs / HEARTBEATS_PER_TTL,
+      );
     }
     return presence;
   }
@@ -193,7 +235,7 @@ export class RedisPresence implements Presence {
       if (result !== -1) return result === 1;
       // Swept while alive: the restore writes back every local entry, this one included.
       return (await this.#restore()).has(entry);
-    }, failed);
+    }, (error) => this.#failed(error));
   }
 
   leave(room: string, user: string): Promise<boolean> {
@@ -201,7 +243,7 @@ export class RedisPresence implements Presence {
     const entry = JSON.stringify([room, user]);
     this.#entries.delete(entry);
     return LEAVE.run<number>(this.#client, [this.#nodeKey(), this.#roomKey(room)], [entry, user])
-      .then((result) => result === 1, failed);
+      .then((result) => result === 1, (error) => this.#failed(error));
   }
 
   users(room: string): Promise<string[]> {
@@ -229,6 +271,7 @@ export class RedisPresence implements Presence {
    * The node's timer calls it; exposed for tests and tools. */
   async heartbeat(): Promise<void> {
     if (this.#closed) return closed();
+    if (this.#unsynced) return await this.#sync();
     const alive = await HEARTBEAT.run<number>(this.#client, [this.#nodesKey()], [
       this.nodeId,
       this.#expiry(),
@@ -252,13 +295,7 @@ export class RedisPresence implements Presence {
       this.#prefix,
       String(SWEEP_BATCH),
     ]).catch(failed);
-    for (let i = 0; i + 1 < offline.length; i += 2) {
-      try {
-        this.#listener?.(offline[i]!, offline[i + 1]!);
-      } catch (error) {
-        log.error("Presence expiry listener failed", { error: String(error) });
-      }
-    }
+    this.#report(offline);
   }
 
   async close(): Promise<void> {
@@ -283,6 +320,39 @@ export class RedisPresence implements Presence {
     await this.#tick;
     this.#closed = true;
     this.#client.destroy();
+  }
+
+  /** Starts a heartbeat and sweep unless one is running. */
+  #startTick(): void {
+    this.#tick ??= this.#heartbeatAndSweep().finally(() => this.#tick = undefined);
+  }
+
+  /** Makes Redis hold exactly this node's local entries (see the module doc). */
+  async #sync(): Promise<void> {
+    this.#unsynced = false;
+    const offline = await SYNC.run<string[]>(
+      this.#client,
+      [this.#nodesKey(), this.#nodeKey()],
+      [this.nodeId, this.#expiry(), this.#prefix, ...this.#entries],
+    ).catch((error) => this.#failed(error));
+    this.#report(offline);
+  }
+
+  /** Tells the listener about users that went offline everywhere (`[room, user, …]`). */
+  #report(offline: string[]): void {
+    for (let i = 0; i + 1 < offline.length; i += 2) {
+      try {
+        this.#listener?.(offline[i]!, offline[i + 1]!);
+      } catch (error) {
+        log.error("Presence expiry listener failed", { error: String(error) });
+      }
+    }
+  }
+
+  /** Marks Redis as out of step with this node, then fails like {@link failed}. */
+  #failed(error: unknown): never {
+    this.#unsynced = true;
+    return failed(error);
   }
 
   async #heartbeatAndSweep(): Promise<void> {

@@ -155,3 +155,36 @@ Deno.test("RedisPresence does not expire live nodes after a Redis restart", asyn
     await flaky.stop();
   }
 });
+
+Deno.test("RedisPresence takes back a leave that failed during a Redis outage", async () => {
+  const flaky = await RedisServer.start({ appendonly: true });
+  const options = { url: flaky.url, ttlSeconds: 30, timers: false };
+  const a = await RedisPresence.open({ ...options, nodeId: "a" });
+  const b = await RedisPresence.open({ ...options, nodeId: "b" });
+  try {
+    const reports: string[] = [];
+    a.onExpired((room, user) => reports.push(`${room}/${user}`));
+    await a.join("lobby", "gina");
+    await a.join("lobby", "sam");
+    await flaky.kill();
+    await assert.rejects(a.leave("lobby", "gina"));
+    await flaky.restart();
+    for (let i = 0; i < 400; i++) {
+      if (await a.ping().then(() => true, () => false)) break;
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    // The append-only file brought gina's entry back; a's next heartbeat takes it away.
+    assert.deepEqual(await b.users("lobby"), ["gina", "sam"]);
+    await a.heartbeat();
+    assert.deepEqual(await b.users("lobby"), ["sam"]);
+    assert.deepEqual(reports, ["lobby/gina"]);
+    // In step again: the next heartbeat changes nothing.
+    await a.heartbeat();
+    assert.deepEqual(reports, ["lobby/gina"]);
+    assert.deepEqual(await b.users("lobby"), ["sam"]);
+  } finally {
+    await a.close();
+    await b.close();
+    await flaky.stop();
+  }
+});
