@@ -1,6 +1,8 @@
 /**
  * TLS helpers for tests: a throwaway self-signed certificate from Debian's `openssl`, and a
- * WebSocket over TLS spoken by hand, because `WebSocket` cannot be told to trust a custom CA.
+ * WebSocket over TLS spoken by hand, for tests that run the server as a child process and read
+ * its raw frames. (In-process tests can use `WebSocket` with `client: Deno.createHttpClient({
+ * caCerts })` instead, as `tls_test.ts` does.)
  *
  * The certificate is for `127.0.0.1` and `localhost`, valid for a day, and is not a CA (rustls
  * refuses a CA certificate as a server's own). Callers own the connections they get.

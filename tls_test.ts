@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnServer, startTestServer, TestSocket } from "./_server_testing.ts";
+import { selfSignedCert } from "./_tls_testing.ts";
 import { mintToken } from "./token.ts";
 
 const sanitized = { sanitizeOps: true, sanitizeResources: true, sanitizeExit: true };
@@ -18,44 +19,15 @@ interface Certificate extends AsyncDisposable {
   pem: string;
 }
 
-/** Makes a one-day self-signed P-256 certificate for localhost and 127.0.0.1. */
+/** Makes a one-day self-signed P-256 certificate for localhost and 127.0.0.1 in a temp dir. */
 async function selfSigned(): Promise<Certificate> {
   const dir = await Deno.makeTempDir({ prefix: "parley-tls-" });
-  const certFile = `${dir}/cert.pem`;
-  const keyFile = `${dir}/key.pem`;
-  const { code, stderr } = await new Deno.Command("openssl", {
-    args: [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=DNS:localhost,IP:127.0.0.1",
-      // OpenSSL's default configuration marks a self-signed certificate as a CA, and rustls
-      // refuses a CA certificate as a server's own ("CaUsedAsEndEntity").
-      "-addext",
-      "basicConstraints=critical,CA:FALSE",
-      "-days",
-      "1",
-      "-keyout",
-      keyFile,
-      "-out",
-      certFile,
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  assert.equal(code, 0, new TextDecoder().decode(stderr));
+  const { certFile, keyFile, cert } = await selfSignedCert(dir);
   return {
     dir,
     certFile,
     keyFile,
-    pem: await Deno.readTextFile(certFile),
+    pem: cert,
     [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
   };
 }
