@@ -169,8 +169,10 @@ Deno.test("RedisPresence takes back a leave that failed during a Redis outage", 
     await flaky.kill();
     await assert.rejects(a.leave("lobby", "gina"));
     await flaky.restart();
+    // Both nodes must be back before either is asked anything.
+    const up = (node: RedisPresence) => node.ping().then(() => true, () => false);
     for (let i = 0; i < 400; i++) {
-      if (await a.ping().then(() => true, () => false)) break;
+      if (await up(a) && await up(b)) break;
       await new Promise((resolve) => setTimeout(resolve, 25));
     }
     // The append-only file brought gina's entry back; a's next heartbeat takes it away.
