@@ -12,6 +12,8 @@
  * others are only required not to break the server.
  */
 
+import { CLIENT_FRAME_TYPES } from "./message.ts";
+
 /** The environment variable that fixes the fuzz seed. */
 export const FUZZ_SEED_ENV = "PARLEY_FUZZ_SEED";
 /** Nesting depth of the deeply nested frames. */
@@ -202,18 +204,7 @@ type Field =
   | "type";
 
 /** The frame types a client may send; `legacy` is the old server's untyped frame. */
-const TYPES = [
-  "legacy",
-  "message",
-  "direct",
-  "join",
-  "leave",
-  "history",
-  "presence",
-  "typing",
-  "refresh",
-  "ping",
-] as const;
+const TYPES = ["legacy", ...CLIENT_FRAME_TYPES] as const;
 type FrameType = (typeof TYPES)[number];
 
 /** Builds hostile frames from one {@link Random}; see the module doc. */

@@ -214,6 +214,13 @@ export async function rawUpgrade(
   extraHeaders: string[] = [],
 ): Promise<{ conn: Deno.TcpConn; response: RawResponse }> {
   const conn = await Deno.connect({ hostname: url.hostname, port: Number(url.port) });
+  await writeAll(conn, upgradeRequest(url, extraHeaders));
+  const response = await readHead(conn, (status) => status !== 101);
+  return { conn, response };
+}
+
+/** The bytes of a WebSocket upgrade request for `url`, with extra header lines. */
+export function upgradeRequest(url: URL, extraHeaders: string[] = []): Uint8Array {
   const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
   const request = [
     `GET ${url.pathname}${url.search} HTTP/1.1`,
@@ -224,9 +231,7 @@ export async function rawUpgrade(
     "Sec-WebSocket-Version: 13",
     ...extraHeaders,
   ];
-  await writeAll(conn, new TextEncoder().encode(request.join("\r\n") + "\r\n\r\n"));
-  const response = await readHead(conn, (status) => status !== 101);
-  return { conn, response };
+  return new TextEncoder().encode(request.join("\r\n") + "\r\n\r\n");
 }
 
 /** Encodes one masked client text frame (RFC 6455), optionally as a fragment. */

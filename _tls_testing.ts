@@ -7,7 +7,13 @@
  * The certificate is for `127.0.0.1` and `localhost`, valid for a day, and is not a CA (rustls
  * refuses a CA certificate as a server's own). Callers own the connections they get.
  */
-import { clientFrame, closeCode, type ServerFrame, writeAll } from "./_server_testing.ts";
+import {
+  clientFrame,
+  closeCode,
+  type ServerFrame,
+  upgradeRequest,
+  writeAll,
+} from "./_server_testing.ts";
 
 /** PEM file paths and the certificate text, to pass as `caCerts`. */
 export interface TestCert {
@@ -80,17 +86,7 @@ export async function tlsWebSocket(
     caCerts: [cert],
   });
   try {
-    const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
-    const request = [
-      `GET ${url.pathname}${url.search} HTTP/1.1`,
-      `Host: ${url.host}`,
-      "Upgrade: websocket",
-      "Connection: Upgrade",
-      `Sec-WebSocket-Key: ${key}`,
-      "Sec-WebSocket-Version: 13",
-      ...headers,
-    ];
-    await writeAll(conn, new TextEncoder().encode(request.join("\r\n") + "\r\n\r\n"));
+    await writeAll(conn, upgradeRequest(url, headers));
     const { head, rest } = await readHead(conn);
     let buffer = rest;
     const events: Record<string, unknown>[] = [];

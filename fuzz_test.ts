@@ -26,7 +26,14 @@ import {
   TestSocket,
   writeAll,
 } from "./_server_testing.ts";
-import { CLIENT_TYPES, Close, type ErrorCode, FrameParser, utf8Bytes } from "./message.ts";
+import {
+  CLIENT_TYPES,
+  Close,
+  ERROR_CODES as ALL_ERROR_CODES,
+  type ErrorCode,
+  FrameParser,
+  utf8Bytes,
+} from "./message.ts";
 
 const SEED = fuzzSeed();
 /** Appended to every assertion message: how to replay this run. */
@@ -47,19 +54,7 @@ const MAX_CONTENT_CHARS = 1_000;
 /** Longest wait for any one answer, in milliseconds; generous for a loaded machine. */
 const ANSWER_MS = 15_000;
 
-const ERROR_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
-  "invalid_json",
-  "invalid_message",
-  "unknown_type",
-  "unsupported_frame",
-  "too_large",
-  "rate_limited",
-  "not_member",
-  "forbidden",
-  "unauthorized",
-  "overloaded",
-  "internal",
-]);
+const ERROR_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(ALL_ERROR_CODES);
 const PARSE_CODES: ReadonlySet<string> = new Set([
   "invalid_json",
   "invalid_message",

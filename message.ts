@@ -30,19 +30,23 @@ export const MAX_USER_CHARS = 64;
 /** Room names: 1–64 letters, digits, `-`, `_`, `.`. */
 export const ROOM_NAME = /^[A-Za-z0-9._-]{1,64}$/;
 
-/** The error codes of the protocol's `error` frame. */
-export type ErrorCode =
-  | "invalid_json"
-  | "invalid_message"
-  | "unknown_type"
-  | "unsupported_frame"
-  | "too_large"
-  | "rate_limited"
-  | "not_member"
-  | "forbidden"
-  | "unauthorized"
-  | "overloaded"
-  | "internal";
+/** The error codes of the protocol's `error` frame: the one list metrics and tests derive from. */
+export const ERROR_CODES = [
+  "invalid_json",
+  "invalid_message",
+  "unknown_type",
+  "unsupported_frame",
+  "too_large",
+  "rate_limited",
+  "not_member",
+  "forbidden",
+  "unauthorized",
+  "overloaded",
+  "internal",
+] as const;
+
+/** One of {@link ERROR_CODES}. */
+export type ErrorCode = (typeof ERROR_CODES)[number];
 
 /** The close codes of the protocol, with the constant reason sent with each. */
 export const Close = {
@@ -246,8 +250,8 @@ export interface ParseFailure {
 /** The outcome of {@link FrameParser.parse}. */
 export type ParseResult = { ok: true; frame: ClientFrame } | { ok: false; error: ParseFailure };
 
-/** The frame types a client may send. */
-export const CLIENT_TYPES: ReadonlySet<string> = new Set<Typed>([
+/** The typed frames a client may send (the old untyped frame is `legacy`): the one list. */
+export const CLIENT_FRAME_TYPES = [
   "message",
   "direct",
   "join",
@@ -257,7 +261,10 @@ export const CLIENT_TYPES: ReadonlySet<string> = new Set<Typed>([
   "typing",
   "refresh",
   "ping",
-]);
+] as const satisfies readonly Typed[];
+
+/** {@link CLIENT_FRAME_TYPES} as a set, for lookups. */
+export const CLIENT_TYPES: ReadonlySet<string> = new Set<string>(CLIENT_FRAME_TYPES);
 
 /** Validates inbound text frames against protocol v1; build one per server and reuse it. */
 export class FrameParser {

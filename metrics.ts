@@ -16,7 +16,12 @@
  * - One thread records and scrapes (the server's event loop), so no read-modify-write races.
  */
 import { Counter, Gauge, type Metric, Registry } from "prom-client";
-import type { ClientFrame, ErrorCode } from "./message.ts";
+import {
+  CLIENT_FRAME_TYPES,
+  type ClientFrame,
+  ERROR_CODES as ALL_ERROR_CODES,
+  type ErrorCode,
+} from "./message.ts";
 
 /** Upper bounds of `parley_batch_events`, in events per outbound frame. */
 export const BATCH_EVENTS_BUCKETS: readonly number[] = [1, 2, 4, 8, 16, 32, 64];
@@ -92,33 +97,9 @@ function everyOf<T extends string>() {
 }
 
 const PROTOCOLS = everyOf<ConnectionProtocol>()(["parley.v1", "plain"]);
-const FRAME_IN_TYPES = everyOf<FrameInType>()([
-  "message",
-  "direct",
-  "join",
-  "leave",
-  "history",
-  "presence",
-  "typing",
-  "refresh",
-  "ping",
-  "legacy",
-  "invalid",
-]);
+const FRAME_IN_TYPES = everyOf<FrameInType>()([...CLIENT_FRAME_TYPES, "legacy", "invalid"]);
 const MESSAGE_KINDS = everyOf<MessageKind>()(["room", "direct"]);
-const ERROR_CODES = everyOf<ErrorCode>()([
-  "invalid_json",
-  "invalid_message",
-  "unknown_type",
-  "unsupported_frame",
-  "too_large",
-  "rate_limited",
-  "not_member",
-  "forbidden",
-  "unauthorized",
-  "overloaded",
-  "internal",
-]);
+const ERROR_CODES = everyOf<ErrorCode>()(ALL_ERROR_CODES);
 
 /** A running total; one object per label value, found once and then added to in place. */
 interface Slot {
