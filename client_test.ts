@@ -184,20 +184,26 @@ Deno.test("BatchCache shares a batch between outboxes holding the same events, o
   assert.equal(cache.get([a, b, c], 0, 3), undefined);
 });
 
-Deno.test("Clients flushed in one pass with the same events send identical batches", () => {
-  const cache = new BatchCache();
-  const first = fakeClient({ batching: true });
-  const second = fakeClient({ batching: true });
-  const events = [frame(1), frame(2), frame(3)];
-  for (const event of events) {
-    first.client.enqueue(event);
-    second.client.enqueue(event);
+Deno.test("Clients flushed in one pass with the same events build their batch once", () => {
+  class CountingCache extends BatchCache {
+    built = 0;
+    override set(...args: Parameters<BatchCache["set"]>): void {
+      this.built++;
+      super.set(...args);
+    }
   }
-  first.client.flush(cache);
-  second.client.flush(cache);
-  assert.equal(first.socket.sent.length, 1);
-  assert.deepEqual(second.socket.sent, first.socket.sent);
-  assert.deepEqual(JSON.parse(second.socket.sent[0]!).map((e: { id: number }) => e.id), [1, 2, 3]);
+  const cache = new CountingCache();
+  const clients = [fakeClient({ batching: true }), fakeClient({ batching: true })];
+  const events = [frame(1), frame(2), frame(3)];
+  for (const { client } of clients) {
+    for (const event of events) client.enqueue(event);
+  }
+  for (const { client } of clients) client.flush(cache);
+  assert.equal(cache.built, 1, "the second client reused the first one's batch");
+  const [first, second] = clients.map(({ socket }) => socket.sent);
+  assert.equal(first!.length, 1);
+  assert.deepEqual(second, first);
+  assert.deepEqual(JSON.parse(second![0]!).map((e: { id: number }) => e.id), [1, 2, 3]);
 });
 
 Deno.test("Client closes a socket on open when asked to close it while connecting", () => {

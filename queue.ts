@@ -4,8 +4,9 @@
  * Producers that can wait call {@link Queue.send}; producers that cannot (socket handlers) call
  * {@link Queue.trySend}, which returns false when the queue is full, like a Go `select` with a
  * `default` branch. Invariants:
- * - Items come out in the order they were accepted; a waiting `send` is accepted before any later
- *   `trySend`, so a full queue never lets a newcomer overtake.
+ * - Items come out in the order they were accepted. Senders wait only while the queue is full, and
+ *   taking an item moves the oldest waiting sender's item in at once, so the queue stays full
+ *   while anyone waits and a later `trySend` can never overtake a waiting `send`.
  * - At most `capacity` items are buffered; waiting senders hold their own item until space frees.
  * - {@link Queue.close} refuses new items, lets the consumer drain what is buffered and what
  *   waiting senders hold, then ends the iteration.
@@ -58,7 +59,7 @@ export class Queue<T> implements AsyncIterable<T> {
 
   /** Adds an item without waiting; returns false when the queue is full or closed. */
   trySend(item: T): boolean {
-    if (this.#closed || this.#waiters.length > 0) return false;
+    if (this.#closed) return false;
     if (this.#deliver(item)) return true;
     if (this.size >= this.capacity) return false;
     this.#items.push(item);
@@ -68,12 +69,10 @@ export class Queue<T> implements AsyncIterable<T> {
   /** Adds an item, waiting for space; rejects with {@link QueueClosedError} once closed. */
   send(item: T): Promise<void> {
     if (this.#closed) return Promise.reject(new QueueClosedError());
-    if (this.#waiters.length === 0) {
-      if (this.#deliver(item)) return Promise.resolve();
-      if (this.size < this.capacity) {
-        this.#items.push(item);
-        return Promise.resolve();
-      }
+    if (this.#deliver(item)) return Promise.resolve();
+    if (this.size < this.capacity) {
+      this.#items.push(item);
+      return Promise.resolve();
     }
     return new Promise((resolve) => this.#waiters.push({ item, resolve }));
   }
