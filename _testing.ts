@@ -48,6 +48,16 @@ export class FakeSocket implements SocketLike {
     this.#listeners.set(type, list);
   }
 
+  removeEventListener(type: string, listener: Listener): void {
+    const list = this.#listeners.get(type)?.filter((l) => l !== listener) ?? [];
+    this.#listeners.set(type, list);
+  }
+
+  /** Listeners registered for `type`, for tests of what a client keeps attached. */
+  listenerCount(type: string): number {
+    return this.#listeners.get(type)?.length ?? 0;
+  }
+
   /** Plays the `open` event. */
   open(): void {
     this.readyState = OPEN;

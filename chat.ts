@@ -2,8 +2,8 @@
  * The chat protocol: what each validated client frame does.
  *
  * `Chat` is the {@link ClientHandler} of every connection. It owns no registry state: it reads
- * `client.rooms` (written by the Hub), asks the Hub to change membership through its queue, and
- * sends every chat message down the single delivery path
+ * `client.inRoom()` (membership is written by the Hub), asks the Hub to change membership
+ * through its queue, and sends every chat message down the single delivery path
  * validate → `store.append` (assigns the id) → `broker.publish` → each node's Hub → outboxes.
  *
  * Invariants:
@@ -186,7 +186,7 @@ export class Chat implements ClientHandler {
       case "join":
         return this.#join(client, frame.room, frame.since, frame.ref);
       case "leave":
-        if (!client.rooms.has(frame.room)) return this.#notMember(client, frame.room, frame.ref);
+        if (!client.inRoom(frame.room)) return this.#notMember(client, frame.room, frame.ref);
         if (
           !this.#o.hub.trySend(
             frame.ref === undefined
@@ -202,7 +202,7 @@ export class Chat implements ClientHandler {
       case "presence":
         return this.#presence(client, frame.room, frame.ref);
       case "typing":
-        if (!client.rooms.has(frame.room)) return this.#notMember(client, frame.room, frame.ref);
+        if (!client.inRoom(frame.room)) return this.#notMember(client, frame.room, frame.ref);
         this.#o.broker.publish({ type: "typing", room: frame.room, user: client.user }).catch(
           () => {}, // ephemeral: a lost typing hint is harmless
         );
@@ -231,7 +231,7 @@ export class Chat implements ClientHandler {
     ref: string | undefined,
     sender: string,
   ): void {
-    if (!client.rooms.has(room)) return this.#notMember(client, room, ref);
+    if (!client.inRoom(room)) return this.#notMember(client, room, ref);
     this.#append(client, { type: "message", room, sender, content }, ref);
   }
 

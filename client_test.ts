@@ -231,3 +231,32 @@ Deno.test("Client closes a socket on open when asked to close it while connectin
   assert.deepEqual(handler.calls, ["closed:4001"], "never announced as opened");
   assert.equal(client.active, false);
 });
+
+Deno.test("Client keeps only its message and close listeners once the socket is open", () => {
+  const { socket } = fakeClient();
+  assert.deepEqual(
+    ["open", "message", "close", "error"].map((type) => socket.listenerCount(type)),
+    [0, 1, 1, 0],
+  );
+});
+
+Deno.test("Client rooms: one name, then a set, then one name again, in joining order", () => {
+  const { client } = fakeClient();
+  assert.deepEqual(client.rooms, []);
+  assert.equal(client.inRoom("lobby"), false);
+  client.addRoom("lobby");
+  client.addRoom("lobby");
+  assert.deepEqual(client.rooms, ["lobby"]);
+  client.addRoom("dev");
+  client.addRoom("ops");
+  assert.deepEqual(client.rooms, ["lobby", "dev", "ops"]);
+  assert.ok(client.inRoom("dev") && client.inRoom("lobby") && !client.inRoom("qa"));
+  assert.equal(client.removeRoom("qa"), false);
+  assert.equal(client.removeRoom("lobby"), true);
+  assert.equal(client.removeRoom("ops"), true);
+  assert.deepEqual(client.rooms, ["dev"]);
+  assert.equal(client.removeRoom("dev"), true);
+  assert.equal(client.removeRoom("dev"), false);
+  assert.deepEqual(client.rooms, []);
+  assert.equal(client.inRoom("dev"), false);
+});

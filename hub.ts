@@ -4,7 +4,7 @@
  *
  * Ownership and invariants:
  * - The Hub is the only writer of its registry (`#clients`, `#rooms`, `#users`) and of every
- *   `client.rooms`. It changes them only inside {@link Hub.run}, one {@link HubEvent} at a time,
+ *   client's room list (`Client.addRoom`). It changes them only inside {@link Hub.run}, one {@link HubEvent} at a time,
  *   in the private synchronous `#apply`, which never awaits. Store and broker calls happen before
  *   an event reaches the hub.
  * - Each broadcast is encoded once ({@link prepare}) and the same string is enqueued to every
@@ -86,7 +86,9 @@ export class Hub {
   readonly #options: HubOptions;
   readonly #clients = new Set<Client>();
   readonly #rooms = new Map<string, Room>();
-  readonly #users = new Map<string, Set<Client>>();
+  /** Each user's connections on this node: the client itself while it is the only one (the usual
+   * case, and a Set per user would cost ~150 bytes), a Set from the second on. */
+  readonly #users = new Map<string, Client | Set<Client>>();
 
   /** Creates a hub with an empty registry. */
   constructor(options: HubOptions) {
@@ -156,7 +158,8 @@ export class Hub {
 
   /** Connections of a user on this node. */
   connectionsOf(user: string): number {
-    return this.#users.get(user)?.size ?? 0;
+    const connections = this.#users.get(user);
+    return connections === undefined ? 0 : connections instanceof Set ? connections.size : 1;
   }
 
   /** Rooms with at least one live or pending member. */
@@ -190,12 +193,10 @@ export class Hub {
   #register(client: Client): void {
     if (!client.active || this.#clients.has(client)) return;
     this.#clients.add(client);
-    let connections = this.#users.get(client.user);
-    if (connections === undefined) {
-      connections = new Set();
-      this.#users.set(client.user, connections);
-    }
-    connections.add(client);
+    const connections = this.#users.get(client.user);
+    if (connections === undefined) this.#users.set(client.user, client);
+    else if (connections instanceof Set) connections.add(client);
+    else this.#users.set(client.user, new Set([connections, client]));
     const room = this.#options.defaultRoom;
     const welcome: ServerFrame = {
       type: "welcome",
@@ -211,10 +212,12 @@ export class Hub {
 
   #unregister(client: Client): void {
     if (!this.#clients.delete(client)) return;
-    for (const room of [...client.rooms]) this.#leave(client, room, false);
+    for (const room of client.rooms) this.#leave(client, room, false);
     const connections = this.#users.get(client.user);
-    connections?.delete(client);
-    if (connections?.size === 0) this.#users.delete(client.user);
+    if (connections === client) this.#users.delete(client.user);
+    else if (connections instanceof Set && connections.delete(client) && connections.size === 1) {
+      this.#users.set(client.user, connections.values().next().value!);
+    }
   }
 
   #join(client: Client, name: string): void {
@@ -222,7 +225,7 @@ export class Hub {
     const room = this.#room(name);
     // A join of a room already joined is a resume: hold live messages until the replay is sent.
     room.pending.set(client, []);
-    client.rooms.add(name);
+    client.addRoom(name);
   }
 
   #joinReady(event: Extract<HubEvent, { type: "join_ready" }>): void {
@@ -257,7 +260,7 @@ export class Hub {
   #joinFailed(client: Client, name: string, ref: string | undefined): void {
     const room = this.#rooms.get(name);
     if (room === undefined || !room.pending.delete(client)) return;
-    if (!room.live.has(client)) client.rooms.delete(name);
+    if (!room.live.has(client)) client.removeRoom(name);
     this.#dropIfEmpty(name, room);
     client.enqueue(prepare({
       type: "error",
@@ -269,7 +272,7 @@ export class Hub {
 
   #leave(client: Client, name: string, reply: boolean, ref?: string): void {
     const room = this.#rooms.get(name);
-    if (room === undefined || !client.rooms.delete(name)) return;
+    if (room === undefined || !client.removeRoom(name)) return;
     room.pending.delete(client);
     room.floors.delete(client);
     if (room.live.delete(client)) {
@@ -340,6 +343,10 @@ export class Hub {
   #sendToUser(user: string, frame: PreparedFrame): number {
     const connections = this.#users.get(user);
     if (connections === undefined) return 0;
+    if (!(connections instanceof Set)) {
+      connections.enqueue(frame);
+      return 1;
+    }
     for (const client of connections) client.enqueue(frame);
     return connections.size;
   }
@@ -347,7 +354,7 @@ export class Hub {
   /** Makes a client a live member and returns the room's online users. */
   #addLive(client: Client, name: string): string[] {
     const room = this.#room(name);
-    client.rooms.add(name);
+    client.addRoom(name);
     if (!room.live.has(client)) {
       room.live.add(client);
       const count = room.users.get(client.user) ?? 0;

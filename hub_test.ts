@@ -249,6 +249,37 @@ Deno.test("Hub.run() reports a user's first local connection and last departure 
   assert.equal(hub.connectionsOf("alice"), 0);
 });
 
+Deno.test("Hub.run() counts a user's connections up and down and reaches each one", async () => {
+  const hub = new Hub({ defaultRoom: "lobby", presenceEventsMax: 1000 });
+  const flusher = new ManualFlusher();
+  const tabs = [1, 2, 3].map(() => fakeClient({ scheduler: flusher, user: "alice" }));
+  const dm = (id: number) =>
+    deliver({ type: "direct", id, from: "bob", to: "alice", content: "hi", ts: "" });
+  const counts: number[] = [];
+  // The hub applies each event before it asks for the next one.
+  function* script(): Generator<HubEvent> {
+    for (
+      const event of [
+        ...tabs.map((t): HubEvent => ({ type: "register", client: t.client })),
+        dm(1),
+        { type: "unregister", client: tabs[0]!.client },
+        { type: "unregister", client: tabs[1]!.client },
+        dm(2),
+        { type: "unregister", client: tabs[2]!.client },
+        dm(3),
+      ] satisfies HubEvent[]
+    ) {
+      yield event;
+      counts.push(hub.connectionsOf("alice"));
+    }
+  }
+  await hub.run(script());
+  flusher.flushAll();
+  assert.deepEqual(counts, [1, 2, 3, 3, 2, 1, 1, 0, 0]);
+  const ids = tabs.map((t) => t.socket.events.filter((e) => e.type === "direct").map((e) => e.id));
+  assert.deepEqual(ids, [[1], [1], [1, 2]]);
+});
+
 Deno.test("Hub.run() relays presence changes to the room's other users, not in big rooms", async () => {
   const { hub, flusher, connect } = setup(2);
   const small = [connect({ user: "a" }), connect({ user: "b" })];
@@ -332,7 +363,7 @@ Deno.test("Hub.run() reports a failed join and forgets the pending membership", 
   flusher.flushAll();
   assert.deepEqual(a.socket.eventsOf("error").map((e) => [e.code, e.ref]), [["internal", "j1"]]);
   assert.deepEqual(a.socket.eventsOf("message"), []);
-  assert.ok(!a.client.rooms.has("dev"));
+  assert.ok(!a.client.inRoom("dev"));
 });
 
 Deno.test("Hub.closeAll() closes every client with 1001 and trySend fails once closed", async () => {
