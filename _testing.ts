@@ -17,7 +17,11 @@ type Listener = ((event: never) => void) | EventListenerObject;
 /** A socket that records what is sent and lets a test play the peer. */
 export class FakeSocket implements SocketLike {
   readyState = 0;
-  bufferedAmount = 0;
+  /** While true the peer reads nothing: every byte sent stays in `bufferedAmount`. */
+  stalled = false;
+  /** How often the client read `bufferedAmount`. */
+  bufferedAmountReads = 0;
+  #unsent = 0;
   binaryType: BinaryType = "blob";
   /** Every frame passed to `send`, in order. */
   readonly sent: string[] = [];
@@ -27,9 +31,26 @@ export class FakeSocket implements SocketLike {
   answersClose = true;
   readonly #listeners = new Map<string, Listener[]>();
 
+  get bufferedAmount(): number {
+    this.bufferedAmountReads++;
+    return this.#unsent;
+  }
+
   send(data: string): void {
     if (this.readyState !== OPEN) throw new DOMException("Not open", "InvalidStateError");
     this.sent.push(data);
+    // Like Deno: the payload's UTF-8 bytes count until the peer has taken them.
+    if (this.stalled) this.#unsent += new TextEncoder().encode(data).byteLength;
+  }
+
+  /** What `bufferedAmount` would say, without counting as a read. */
+  get unsentBytes(): number {
+    return this.#unsent;
+  }
+
+  /** The stalled peer reads everything sent so far. */
+  drain(): void {
+    this.#unsent = 0;
   }
 
   close(code = 1005, reason = ""): void {

@@ -10,6 +10,7 @@ import {
   type PreparedFrame,
   SOCKET_HIGH_WATER_BYTES,
 } from "./client.ts";
+import { utf8Bytes } from "./message.ts";
 
 const frame = (n: number): PreparedFrame => prepare({ type: "message", id: n });
 
@@ -68,25 +69,62 @@ Deno.test("Client.enqueue() drops a burst past BURST_FACTOR times the count boun
   assert.equal(client.enqueue(frame(1000)), false);
 });
 
-Deno.test("Client.flush() closes with 4008 a peer that left more than outboxBytes unsent", () => {
-  const { client, socket, flusher } = fakeClient({ outboxBytes: 64 * 1024 });
-  client.enqueue(frame(1));
-  socket.bufferedAmount = 64 * 1024 + 1;
-  flusher.flushAll();
+Deno.test("Client.flush() closes with 4008 at the first flush after a stalled peer passed outboxBytes", () => {
+  const outboxBytes = 64 * 1024;
+  const { client, socket, flusher } = fakeClient({ batching: true, outboxBytes });
+  socket.stalled = true;
+  // Batches with multi-byte characters: the client's own byte count must never fall short.
+  const event = (n: number) => prepare({ type: "message", id: n, content: "é".repeat(300) });
+  let flushes = 0;
+  for (let n = 0; client.active; n += 2) {
+    const unsentBefore = socket.unsentBytes;
+    client.enqueue(event(n));
+    client.enqueue(event(n + 1));
+    flusher.flushAll();
+    flushes++;
+    assert.equal(
+      client.active,
+      unsentBefore <= outboxBytes,
+      `flush ${flushes}: ${unsentBefore} bytes were unsent before it`,
+    );
+  }
   assert.deepEqual(socket.closedWith, { code: 4008, reason: "Slow consumer" });
-  assert.equal(socket.sent.length, 0);
+  assert.ok(flushes > 10);
 });
 
 Deno.test("Client.flush() holds back while the socket is behind and resumes when it drains", () => {
   const { client, socket, flusher } = fakeClient({ outboxBytes: 4 << 20 });
-  socket.bufferedAmount = SOCKET_HIGH_WATER_BYTES + 1;
-  client.enqueue(frame(1));
-  assert.equal(client.flush(), false);
-  assert.equal(socket.sent.length, 0);
-  socket.bufferedAmount = 0;
+  socket.stalled = true;
+  const big = (n: number) => prepare({ type: "message", id: n, content: "x".repeat(32 * 1024) });
+  let n = 0;
+  while (socket.unsentBytes <= SOCKET_HIGH_WATER_BYTES) {
+    client.enqueue(big(++n));
+    assert.equal(client.flush(), true);
+  }
+  const sent = socket.sent.length;
+  client.enqueue(frame(1000));
+  assert.equal(client.flush(), false, "held back: the peer is behind");
+  assert.equal(socket.sent.length, sent);
+  socket.drain();
   client.wake();
   flusher.flushAll();
-  assert.deepEqual(socket.sent.map((t) => JSON.parse(t).id), [1]);
+  assert.equal(JSON.parse(socket.sent.at(-1)!).id, 1000);
+  assert.ok(client.active);
+});
+
+Deno.test("Client.flush() reads bufferedAmount only when what it sent could have reached a bound", () => {
+  const { client, socket, flusher } = fakeClient({ batching: true, outboxBytes: 4 << 20 });
+  const event = (n: number) => prepare({ type: "message", id: n, content: "x".repeat(500) });
+  let total = 0;
+  for (let n = 0; n < 2_000; n += 2) {
+    client.enqueue(event(n));
+    client.enqueue(event(n + 1));
+    flusher.flushAll();
+    total += utf8Bytes(socket.sent.at(-1)!);
+  }
+  // A peer that keeps up: one reading per SOCKET_HIGH_WATER_BYTES sent, not one per flush.
+  assert.equal(socket.bufferedAmountReads, Math.floor(total / (SOCKET_HIGH_WATER_BYTES + 1)));
+  assert.ok(socket.bufferedAmountReads > 0 && socket.bufferedAmountReads < 10);
 });
 
 Deno.test("Client.enqueue() drops droppable events first when the outbox is half full", () => {
