@@ -27,7 +27,10 @@
  *   when it completes, readers clamped to synced ids. At saturation it delivered 71% of
  *   `memory:`'s throughput against 101% for this inline commit in the same kind of run: acks
  *   released by a thread-pool completion reach the fan-out in smaller groups (12 instead of 16
- *   events per frame), and per-frame cost dominates. Inline it stays.
+ *   events per frame), and per-frame cost dominates. Deferring the next commit until the running
+ *   fsync ends (group commit at the fsync) did no better: 82%. The blocking commit holds the loop
+ *   while the senders' next messages arrive, so they are read, stored and fanned out together.
+ *   Inline it stays; the full run of 2026-11-26 measured it at 91% of `memory:` (BENCHMARKS.md).
  * - **Retention never blocks for long**: reads filter out what retention already condemns
  *   (`id > last_id - historyLimit`, and `ts >= now - historyDays`), so pruning is only physical
  *   clean-up and may lag. Each batch deletes at most its own size plus {@link PRUNE_SLACK_ROWS}
