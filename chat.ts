@@ -90,11 +90,12 @@ export class Chat implements ClientHandler {
   }
 
   opened(client: Client): void {
+    // Counted before anything can refuse it: `closed` counts every opened client out again.
+    this.#o.observer?.opened?.(client);
     if (!this.#o.hub.trySend({ type: "register", client })) {
       client.close(Close.overloaded);
       return;
     }
-    this.#o.observer?.opened?.(client);
     connectionLog.info("Connection opened", {
       connection: client.id,
       user: client.user,
@@ -104,6 +105,18 @@ export class Chat implements ClientHandler {
   }
 
   closed(client: Client, code: number, reason: string): void {
+    if (!client.opened) {
+      // Never opened (closed while connecting, or abandoned by the opening watchdog): it was
+      // neither registered nor counted.
+      connectionLog.info("Connection never opened", {
+        connection: client.id,
+        user: client.user,
+        remote: client.remote,
+        code,
+        reason,
+      });
+      return;
+    }
     // Must reach the hub even when its queue is busy; rejected only once the hub has closed.
     this.#o.hub.send({ type: "unregister", client }).catch(() => {});
     this.#o.observer?.closed?.(client, code);

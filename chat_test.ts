@@ -10,9 +10,20 @@
  * every connection receives) after the thing that must not arrive. Events reach each connection
  * in the order they were published, so once the fence is in, anything published before it would
  * be in too.
+ *
+ * The last tests are unit tests of `Chat` as a ClientHandler on fake sockets: what it registers
+ * and counts for connections that never open or are refused on open.
  */
 import assert from "node:assert/strict";
 import { type Event, eventually, startTestServer, TestSocket } from "./_server_testing.ts";
+import { FakeSocket, ManualFlusher } from "./_testing.ts";
+import { MemoryBroker } from "./broker_memory.ts";
+import { Chat } from "./chat.ts";
+import { Client } from "./client.ts";
+import { Hub } from "./hub.ts";
+import { FrameParser } from "./message.ts";
+import { MemoryPresence } from "./presence_memory.ts";
+import { MemoryMessageStore } from "./store_memory.ts";
 
 const sanitized = { sanitizeOps: true, sanitizeResources: true, sanitizeExit: true };
 
@@ -824,4 +835,69 @@ test("POST /api/rooms/{room}/messages is 401 with a wrong key and 404 without --
     assert.equal(response.status, 404);
     assert.equal(typeof (await response.json()).error.code, "string");
   }
+});
+
+/** A Chat over memory backends, counting what its observer hears. */
+function chatWith(queueCapacity: number) {
+  const hub = new Hub({ defaultRoom: "lobby", presenceEventsMax: 1000, queueCapacity });
+  const counts = { opened: 0, closed: 0 };
+  const chat = new Chat({
+    hub,
+    store: new MemoryMessageStore({ historyLimit: 100, historyDays: 0 }),
+    broker: new MemoryBroker(),
+    presence: new MemoryPresence(),
+    parser: new FrameParser({ maxContentChars: 100 }),
+    defaultRoom: "lobby",
+    openMode: true,
+    outboxMessages: 16,
+    observer: {
+      opened: () => counts.opened++,
+      closed: () => counts.closed++,
+    },
+  });
+  const connect = (openTimeoutMs = 10_000) => {
+    const socket = new FakeSocket();
+    const client = new Client(socket, chat, {
+      id: "c1",
+      user: "alice",
+      named: true,
+      batching: false,
+      remote: "127.0.0.1",
+      limits: {
+        maxFrameBytes: 1024,
+        outboxMessages: 16,
+        outboxBytes: 4096,
+        scheduler: new ManualFlusher(),
+        openTimeoutMs,
+      },
+    });
+    return { socket, client };
+  };
+  return { hub, chat, counts, connect };
+}
+
+Deno.test("Chat neither registers nor counts a connection that never opened", async () => {
+  const { hub, counts, connect } = chatWith(16);
+  const { client } = connect(10);
+  await new Promise((resolve) => setTimeout(resolve, 40));
+  assert.equal(client.active, false);
+  assert.deepEqual(counts, { opened: 0, closed: 0 });
+  assert.equal(hub.trySend({ type: "unregister", client }), true, "the hub queue is untouched");
+  hub.close();
+  await hub.run();
+});
+
+Deno.test("Chat counts a connection refused on open (hub queue full) in and out once", async () => {
+  const { hub, counts, connect } = chatWith(1);
+  // Fill the hub's queue so the register cannot be queued.
+  const filler = connect();
+  assert.equal(hub.trySend({ type: "unregister", client: filler.client }), true);
+  const { socket, client } = connect();
+  socket.open();
+  assert.deepEqual(socket.closedWith, { code: 1013, reason: "Server overloaded" });
+  assert.equal(client.opened, true);
+  assert.deepEqual(counts, { opened: 1, closed: 1 }, "the close event counted it out again");
+  filler.socket.open();
+  hub.close();
+  await hub.run();
 });

@@ -31,6 +31,10 @@ export const SOCKET_HIGH_WATER_BYTES = 256 * 1024;
 export const BACKLOG_RETRY_MS = 10;
 /** How long a close handshake may take before the watchdog tears the client down, in ms. */
 export const CLOSE_WATCHDOG_MS = 3_000;
+/** How long an upgraded socket may take to open before the client gives up on it, in ms. Deno
+ * sends no event at all for a socket whose 101 response could not be written (the peer went
+ * away first), so without this its connection slot would never be released. */
+export const OPEN_WATCHDOG_MS = 10_000;
 /** How far one event-loop turn's burst may overfill the outbox bounds before the client is
  * dropped without waiting for the next flush (which applies the bounds themselves). */
 export const BURST_FACTOR = 4;
@@ -75,7 +79,8 @@ export interface ClientHandler {
   received(client: Client, text: string): void;
   /** A frame was refused at the transport level (binary, too large). */
   refused(client: Client, reason: "binary" | "too_large"): void;
-  /** The client is gone; called exactly once. */
+  /** The client is gone; called exactly once, also for a socket that never opened (then
+   * `client.opened` is false and `opened()` was never called). */
   closed(client: Client, code: number, reason: string): void;
 }
 
@@ -180,6 +185,8 @@ export interface ClientLimits {
   now?: () => number;
   /** Close-handshake watchdog in milliseconds; default {@link CLOSE_WATCHDOG_MS}. */
   closeTimeoutMs?: number;
+  /** Opening watchdog in milliseconds; default {@link OPEN_WATCHDOG_MS}. */
+  openTimeoutMs?: number;
   /** Told about every frame written, for metrics. */
   observer?: FlushObserver;
 }
@@ -248,6 +255,7 @@ export class Client {
   #outboxHead = 0;
   #outboxBytes = 0;
   #scheduled = false;
+  #opened = false;
   #closing = false;
   #closed = false;
   #watchdog: ReturnType<typeof setTimeout> | undefined;
@@ -280,11 +288,19 @@ export class Client {
     this.#openedAt = this.#now();
     socket.binaryType = "arraybuffer";
     // The client itself is the listener (`handleEvent`): no closures per connection. No "error"
-    // listener: Deno always follows an error with a close event, which is what we act on, and
-    // each listener costs ~250 bytes per connection. "open" is removed once it has fired.
+    // listener: once open, Deno follows an error with a close event, which is what we act on;
+    // before open it may send "error" alone (a failed upgrade) or nothing (a peer gone before
+    // the 101 went out), which the opening watchdog covers. Each listener costs ~250 bytes per
+    // connection, so "open" is removed once it has fired.
     socket.addEventListener("open", this);
     socket.addEventListener("message", this);
     socket.addEventListener("close", this);
+    if (socket.readyState === CONNECTING) {
+      this.#watchdog = setTimeout(() => {
+        this.#watchdog = undefined;
+        this.#finish(1006, "Connection never opened");
+      }, this.#options.openTimeoutMs ?? OPEN_WATCHDOG_MS);
+    }
   }
 
   /** Whether the client is a live or pending member of `room`. */
@@ -318,6 +334,11 @@ export class Client {
     if (typeof rooms !== "object" || !rooms.delete(room)) return false;
     if (rooms.size === 1) this.#rooms = rooms.values().next().value;
     return true;
+  }
+
+  /** Whether the handler was told `opened` (the socket opened and was not refused at once). */
+  get opened(): boolean {
+    return this.#opened;
   }
 
   /** Whether the client still accepts frames (not closing or closed). */
@@ -521,6 +542,7 @@ export class Client {
     } catch {
       // Already closed: the close event (or the watchdog) finishes the job.
     }
+    clearTimeout(this.#watchdog);
     this.#watchdog = setTimeout(() => {
       this.#watchdog = undefined;
       this.#finish(close.code, `${close.reason} (close handshake timed out)`);
@@ -542,8 +564,19 @@ export class Client {
   #onOpen(): void {
     // It fires once; keeping the listener would cost its entry for the connection's lifetime.
     this.#socket.removeEventListener("open", this);
-    if (this.#closed) return;
+    clearTimeout(this.#watchdog);
+    this.#watchdog = undefined;
+    if (this.#closed) {
+      // The opening watchdog gave up on it already: nobody owns this socket any more.
+      try {
+        this.#socket.close(Close.overloaded.code, Close.overloaded.reason);
+      } catch {
+        // Gone already.
+      }
+      return;
+    }
     if (this.#closeOnOpen !== undefined) return this.close(this.#closeOnOpen);
+    this.#opened = true;
     this.#handler.opened(this);
   }
 
