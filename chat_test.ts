@@ -19,7 +19,7 @@ import { type Event, eventually, startTestServer, TestSocket } from "./_server_t
 import { FakeSocket, ManualFlusher } from "./_testing.ts";
 import { MemoryBroker } from "./broker_memory.ts";
 import { Chat } from "./chat.ts";
-import { Client } from "./client.ts";
+import { Client, OpeningWatch } from "./client.ts";
 import { Hub } from "./hub.ts";
 import { FrameParser } from "./message.ts";
 import { MemoryPresence } from "./presence_memory.ts";
@@ -868,7 +868,7 @@ function chatWith(queueCapacity: number) {
         outboxMessages: 16,
         outboxBytes: 4096,
         scheduler: new ManualFlusher(),
-        openTimeoutMs,
+        opening: new OpeningWatch(openTimeoutMs),
       },
     });
     return { socket, client };
@@ -876,7 +876,7 @@ function chatWith(queueCapacity: number) {
   return { hub, chat, counts, connect };
 }
 
-Deno.test("Chat neither registers nor counts a connection that never opened", async () => {
+test("Chat neither registers nor counts a connection that never opened", async () => {
   const { hub, counts, connect } = chatWith(16);
   const { client } = connect(10);
   await new Promise((resolve) => setTimeout(resolve, 40));
@@ -887,7 +887,7 @@ Deno.test("Chat neither registers nor counts a connection that never opened", as
   await hub.run();
 });
 
-Deno.test("Chat counts a connection refused on open (hub queue full) in and out once", async () => {
+test("Chat counts a connection refused on open (hub queue full) in and out once", async () => {
   const { hub, counts, connect } = chatWith(1);
   // Fill the hub's queue so the register cannot be queued.
   const filler = connect();

@@ -175,6 +175,63 @@ export class MacrotaskFlusher implements FlushScheduler {
   };
 }
 
+/**
+ * Gives up on upgraded sockets that never open, with one timer for all of them.
+ *
+ * Deno sends no event at all for a socket whose 101 response could not be written (the peer
+ * went away first); without a deadline such a client, and its server's connection slot, would
+ * be held for good. A timer per connection would cost ~700 bytes of RSS each (Deno keeps a
+ * cancelled timer until it would have fired), so one sweep checks every opening client. The
+ * timeout is the same for all, so the map's insertion order is deadline order.
+ */
+export class OpeningWatch {
+  readonly #timeoutMs: number;
+  readonly #now: () => number;
+  /** Opening clients and their deadlines, oldest first. */
+  readonly #opening = new Map<Client, number>();
+  #timer: ReturnType<typeof setInterval> | undefined;
+
+  constructor(timeoutMs = OPEN_WATCHDOG_MS, now: () => number = Date.now) {
+    this.#timeoutMs = timeoutMs;
+    this.#now = now;
+  }
+
+  /** Sockets being watched now. */
+  get size(): number {
+    return this.#opening.size;
+  }
+
+  /** Starts the deadline of a client whose socket is still connecting. */
+  watch(client: Client): void {
+    this.#opening.set(client, this.#now() + this.#timeoutMs);
+    if (this.#timer === undefined) {
+      this.#timer = setInterval(this.#sweep, Math.max(1, Math.ceil(this.#timeoutMs / 4)));
+      // Housekeeping: it must not keep a process alive on its own.
+      Deno.unrefTimer(this.#timer);
+    }
+  }
+
+  /** Ends the watch of a client that opened or closed. */
+  forget(client: Client): void {
+    if (this.#opening.delete(client) && this.#opening.size === 0) this.#stop();
+  }
+
+  #sweep = (): void => {
+    const now = this.#now();
+    for (const [client, deadline] of this.#opening) {
+      if (deadline > now) break;
+      this.#opening.delete(client);
+      client.abandon();
+    }
+    if (this.#opening.size === 0) this.#stop();
+  };
+
+  #stop(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+}
+
 /** Limits and collaborators shared by every client of a server; one object for all of them. */
 export interface ClientLimits {
   maxFrameBytes: number;
@@ -185,8 +242,8 @@ export interface ClientLimits {
   now?: () => number;
   /** Close-handshake watchdog in milliseconds; default {@link CLOSE_WATCHDOG_MS}. */
   closeTimeoutMs?: number;
-  /** Opening watchdog in milliseconds; default {@link OPEN_WATCHDOG_MS}. */
-  openTimeoutMs?: number;
+  /** Gives up on sockets that never open; servers pass one, unit tests may leave it out. */
+  opening?: OpeningWatch;
   /** Told about every frame written, for metrics. */
   observer?: FlushObserver;
 }
@@ -295,12 +352,12 @@ export class Client {
     socket.addEventListener("open", this);
     socket.addEventListener("message", this);
     socket.addEventListener("close", this);
-    if (socket.readyState === CONNECTING) {
-      this.#watchdog = setTimeout(() => {
-        this.#watchdog = undefined;
-        this.#finish(1006, "Connection never opened");
-      }, this.#options.openTimeoutMs ?? OPEN_WATCHDOG_MS);
-    }
+    if (socket.readyState === CONNECTING) this.#options.opening?.watch(this);
+  }
+
+  /** Gives up on a socket that has not opened in time; for the {@link OpeningWatch} only. */
+  abandon(): void {
+    if (!this.#opened) this.#finish(1006, "Connection never opened");
   }
 
   /** Whether the client is a live or pending member of `room`. */
@@ -542,7 +599,9 @@ export class Client {
     } catch {
       // Already closed: the close event (or the watchdog) finishes the job.
     }
-    clearTimeout(this.#watchdog);
+    // A socket may report its close at once (fakes do; so may a runtime): then nothing is left
+    // to watch.
+    if (this.#closed) return;
     this.#watchdog = setTimeout(() => {
       this.#watchdog = undefined;
       this.#finish(close.code, `${close.reason} (close handshake timed out)`);
@@ -564,8 +623,7 @@ export class Client {
   #onOpen(): void {
     // It fires once; keeping the listener would cost its entry for the connection's lifetime.
     this.#socket.removeEventListener("open", this);
-    clearTimeout(this.#watchdog);
-    this.#watchdog = undefined;
+    this.#options.opening?.forget(this);
     if (this.#closed) {
       // The opening watchdog gave up on it already: nobody owns this socket any more.
       try {
@@ -606,6 +664,7 @@ export class Client {
     if (this.#closed) return; // `close` can fire twice, and the watchdog may race it
     this.#closed = true;
     this.#closing = true;
+    this.#options.opening?.forget(this);
     if (this.#watchdog !== undefined) clearTimeout(this.#watchdog);
     this.#watchdog = undefined;
     clearTimeout(this.#expiry);

@@ -6,6 +6,7 @@ import {
   Client,
   MAX_BATCH_BYTES,
   MAX_BATCH_EVENTS,
+  OpeningWatch,
   prepare,
   type PreparedFrame,
   SOCKET_HIGH_WATER_BYTES,
@@ -290,7 +291,7 @@ Deno.test("Client closes a socket on open when asked to close it while connectin
 });
 
 /** A client on a socket that stays CONNECTING until the test opens it. */
-function connectingClient(openTimeoutMs: number) {
+function connectingClient(opening: number | OpeningWatch) {
   const socket = new FakeSocket();
   const handler = new RecordingHandler();
   const client = new Client(socket, handler, {
@@ -304,13 +305,17 @@ function connectingClient(openTimeoutMs: number) {
       outboxMessages: 16,
       outboxBytes: 4096,
       scheduler: new ManualFlusher(),
-      openTimeoutMs,
+      opening: typeof opening === "number" ? new OpeningWatch(opening) : opening,
     },
   });
   return { socket, handler, client };
 }
 
-Deno.test("Client gives up on a socket that never opens, and closes it if it opens later", async () => {
+Deno.test({
+  name: "Client gives up on a socket that never opens, and closes it if it opens later",
+  sanitizeOps: true,
+  sanitizeResources: true,
+}, async () => {
   // Deno sends no event for a socket whose 101 could not be written: without the watchdog the
   // client, and its server's connection slot, would be held for good.
   const { socket, handler, client } = connectingClient(20);
@@ -323,7 +328,31 @@ Deno.test("Client gives up on a socket that never opens, and closes it if it ope
   assert.deepEqual(handler.calls, ["closed:1006"], "never announced as opened");
 });
 
-Deno.test("Client stops its opening watchdog when the socket opens", async () => {
+Deno.test({
+  name: "OpeningWatch abandons only clients past their deadline and stops when none is left",
+  sanitizeOps: true,
+  sanitizeResources: true,
+}, async () => {
+  const watch = new OpeningWatch(40);
+  const early = connectingClient(watch);
+  await new Promise((resolve) => setTimeout(resolve, 25));
+  const late = connectingClient(watch);
+  assert.equal(watch.size, 2);
+  await new Promise((resolve) => setTimeout(resolve, 35));
+  assert.deepEqual(early.handler.calls, ["closed:1006"], "past its deadline");
+  assert.deepEqual(late.handler.calls, [], "still within its own");
+  assert.equal(watch.size, 1);
+  late.socket.open();
+  assert.equal(watch.size, 0, "an opened socket is no longer watched");
+  assert.deepEqual(late.handler.calls, ["opened:connecting"]);
+  // The sanitizer fails this test if the sweep timer outlived the last watched client.
+});
+
+Deno.test({
+  name: "Client stops its opening watchdog when the socket opens",
+  sanitizeOps: true,
+  sanitizeResources: true,
+}, async () => {
   const { socket, handler, client } = connectingClient(20);
   socket.open();
   await new Promise((resolve) => setTimeout(resolve, 60));

@@ -19,6 +19,7 @@ import {
   type ClientLimits,
   type FlushObserver,
   type FlushScheduler,
+  OpeningWatch,
 } from "./client.ts";
 import type { Hub } from "./hub.ts";
 import {
@@ -115,6 +116,7 @@ export class ParleyHttp {
       outboxMessages: deps.options.outboxMessages,
       outboxBytes: deps.options.outboxBytes,
       scheduler: deps.scheduler,
+      opening: new OpeningWatch(),
       ...(deps.flushObserver === undefined ? {} : { observer: deps.flushObserver }),
     };
     const chat = deps.chat;
