@@ -11,6 +11,7 @@ import {
   OPEN,
   type SocketLike,
 } from "./client.ts";
+import { utf8Bytes } from "./message.ts";
 
 type Listener = ((event: never) => void) | EventListenerObject;
 
@@ -40,7 +41,7 @@ export class FakeSocket implements SocketLike {
     if (this.readyState !== OPEN) throw new DOMException("Not open", "InvalidStateError");
     this.sent.push(data);
     // Like Deno: the payload's UTF-8 bytes count until the peer has taken them.
-    if (this.stalled) this.#unsent += new TextEncoder().encode(data).byteLength;
+    if (this.stalled) this.#unsent += utf8Bytes(data);
   }
 
   /** What `bufferedAmount` would say, without counting as a read. */
@@ -162,9 +163,13 @@ export class RecordingHandler implements ClientHandler {
 
 let nextId = 0;
 
-/** Makes an open client on a FakeSocket with small, test-friendly bounds. */
+/** Makes a client on a FakeSocket with small, test-friendly bounds; the socket is open unless
+ * `connecting` asks to leave it CONNECTING until the test calls `socket.open()`. */
 export function fakeClient(
-  options: Partial<Omit<ClientOptions, "limits"> & ClientLimits> & { handler?: ClientHandler } = {},
+  options: Partial<Omit<ClientOptions, "limits"> & ClientLimits> & {
+    handler?: ClientHandler;
+    connecting?: boolean;
+  } = {},
 ): { client: Client; socket: FakeSocket; flusher: ManualFlusher } {
   const socket = new FakeSocket();
   const flusher = options.scheduler instanceof ManualFlusher
@@ -172,12 +177,14 @@ export function fakeClient(
     : new ManualFlusher();
   const {
     handler = new RecordingHandler(),
+    connecting = false,
     maxFrameBytes = 1024,
     outboxMessages = 16,
     outboxBytes = 4096,
     closeTimeoutMs,
     observer,
     now,
+    opening,
     ...identity
   } = options;
   const client = new Client(socket, handler, {
@@ -195,8 +202,9 @@ export function fakeClient(
       ...(closeTimeoutMs === undefined ? {} : { closeTimeoutMs }),
       ...(observer === undefined ? {} : { observer }),
       ...(now === undefined ? {} : { now }),
+      ...(opening === undefined ? {} : { opening }),
     },
   });
-  socket.open();
+  if (!connecting) socket.open();
   return { client, socket, flusher };
 }

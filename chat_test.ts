@@ -16,10 +16,10 @@
  */
 import assert from "node:assert/strict";
 import { type Event, eventually, startTestServer, TestSocket } from "./_server_testing.ts";
-import { FakeSocket, ManualFlusher } from "./_testing.ts";
+import { fakeClient } from "./_testing.ts";
 import { MemoryBroker } from "./broker_memory.ts";
 import { Chat } from "./chat.ts";
-import { Client, OpeningWatch } from "./client.ts";
+import { OpeningWatch } from "./client.ts";
 import { Hub } from "./hub.ts";
 import { FrameParser } from "./message.ts";
 import { MemoryPresence } from "./presence_memory.ts";
@@ -855,24 +855,8 @@ function chatWith(queueCapacity: number) {
       closed: () => counts.closed++,
     },
   });
-  const connect = (openTimeoutMs = 10_000) => {
-    const socket = new FakeSocket();
-    const client = new Client(socket, chat, {
-      id: "c1",
-      user: "alice",
-      named: true,
-      batching: false,
-      remote: "127.0.0.1",
-      limits: {
-        maxFrameBytes: 1024,
-        outboxMessages: 16,
-        outboxBytes: 4096,
-        scheduler: new ManualFlusher(),
-        opening: new OpeningWatch(openTimeoutMs),
-      },
-    });
-    return { socket, client };
-  };
+  const connect = (openTimeoutMs = 10_000) =>
+    fakeClient({ handler: chat, connecting: true, opening: new OpeningWatch(openTimeoutMs) });
   return { hub, chat, counts, connect };
 }
 

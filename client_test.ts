@@ -1,9 +1,8 @@
 import assert from "node:assert/strict";
-import { fakeClient, FakeSocket, ManualFlusher, RecordingHandler } from "./_testing.ts";
+import { fakeClient, RecordingHandler } from "./_testing.ts";
 import {
   BatchCache,
   BURST_FACTOR,
-  Client,
   MAX_BATCH_BYTES,
   MAX_BATCH_EVENTS,
   OpeningWatch,
@@ -266,20 +265,10 @@ Deno.test("Clients flushed in one pass with the same events build their batch on
 Deno.test("Client closes a socket on open when asked to close it while connecting", () => {
   // Deno ignores close() on a server socket that is still connecting and opens it anyway, so the
   // close must wait for `open`; a token already past its exp asks for exactly that.
-  const socket = new FakeSocket();
   const handler = new RecordingHandler();
-  const client = new Client(socket, handler, {
-    id: "connecting",
-    user: "alice",
-    named: true,
-    batching: false,
-    remote: "127.0.0.1",
-    limits: {
-      maxFrameBytes: 1024,
-      outboxMessages: 16,
-      outboxBytes: 4096,
-      scheduler: new ManualFlusher(),
-    },
+  const { client, socket } = fakeClient({
+    handler,
+    connecting: true,
     expiresAt: new Date(Date.now() - 1),
   });
   assert.equal(socket.closedWith, undefined, "nothing is sent to a connecting socket");
@@ -292,21 +281,12 @@ Deno.test("Client closes a socket on open when asked to close it while connectin
 
 /** A client on a socket that stays CONNECTING until the test opens it. */
 function connectingClient(opening: number | OpeningWatch) {
-  const socket = new FakeSocket();
   const handler = new RecordingHandler();
-  const client = new Client(socket, handler, {
+  const { client, socket } = fakeClient({
     id: "connecting",
-    user: "alice",
-    named: true,
-    batching: false,
-    remote: "127.0.0.1",
-    limits: {
-      maxFrameBytes: 1024,
-      outboxMessages: 16,
-      outboxBytes: 4096,
-      scheduler: new ManualFlusher(),
-      opening: typeof opening === "number" ? new OpeningWatch(opening) : opening,
-    },
+    handler,
+    connecting: true,
+    opening: typeof opening === "number" ? new OpeningWatch(opening) : opening,
   });
   return { socket, handler, client };
 }
