@@ -202,11 +202,17 @@ export class TcpPoller {
   }
 
   /**
-   * Waits up to `timeoutMs` for readiness and dispatches it; returns the number of sockets that
-   * were ready. Blocks the JS thread for at most the timeout.
+   * Waits up to `timeoutMs` for readiness and dispatches it to at most `maxEvents` sockets (the
+   * others stay ready for the next call); returns how many were dispatched. Blocks the JS thread
+   * for at most the timeout.
    */
-  poll(timeoutMs: number): number {
-    const n = libc.epoll_wait(this.#epfd, this.#events, this.#maxEvents, timeoutMs);
+  poll(timeoutMs: number, maxEvents = this.#maxEvents): number {
+    const n = libc.epoll_wait(
+      this.#epfd,
+      this.#events,
+      Math.min(maxEvents, this.#maxEvents),
+      timeoutMs,
+    );
     if (n < 0) {
       if (errno() === EINTR) return 0;
       throw new Error(`Cannot wait for sockets: errno ${errno()}`);

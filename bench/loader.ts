@@ -46,6 +46,11 @@ const POLL_MS = 2;
  * on every frame; with it a timed read may be up to this late, which biases latency by as much.
  */
 const TIMED_INTERVAL_MS = 1;
+/**
+ * Most counting sockets read before the timed set is looked at again. Reading a thousand counting
+ * sockets takes milliseconds; without the interleave, timed frames would wait that long.
+ */
+const COUNTING_CHUNK = 64;
 /** A closed-loop sender whose message has not come back after this long sends a fresh one. */
 const RESEND_AFTER_MS = 5_000;
 /** Most latency samples kept per report; past it, samples are dropped (and counted). */
@@ -360,7 +365,9 @@ class Loader {
       if (now >= nextBulk) {
         nextBulk = now + this.#spec.bulkIntervalMs;
         // More ready sockets than one poll returns: take them all before the next interval.
-        while (this.#counting.poll(0) === 4096) { /* keep reading */ }
+        while (this.#counting.poll(0, COUNTING_CHUNK) === COUNTING_CHUNK) {
+          this.#timed.poll(0);
+        }
       }
       const wait = this.#timed.size === 0 ? nextBulk - performance.now() : TIMED_INTERVAL_MS;
       await new Promise((resolve) => setTimeout(resolve, Math.max(1, wait)));
@@ -375,6 +382,8 @@ function emit(event: LoaderEvent): void {
 async function main(): Promise<void> {
   const spec = JSON.parse(Deno.args[0] ?? "") as LoaderSpec;
   const loader = new Loader(spec);
+  // run.ts ends loaders with SIGTERM; exiting normally lets `--cpu-prof` write its profile.
+  Deno.addSignalListener("SIGTERM", () => Deno.exit(0));
   loader.loop().catch((error) => {
     emit({ ev: "error", message: `poll loop failed: ${String(error)}` });
     Deno.exit(1);

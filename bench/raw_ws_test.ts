@@ -223,3 +223,55 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "TcpPoller.poll dispatches at most maxEvents ready sockets per call, and the rest on the next",
+  { sanitizeOps: true, sanitizeResources: true },
+  async () => {
+    const controller = new AbortController();
+    const { promise: listening, resolve: onListen } = Promise.withResolvers<number>();
+    const { promise: allSent, resolve: sent } = Promise.withResolvers<void>();
+    let answered = 0;
+    const server = Deno.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      signal: controller.signal,
+      onListen: ({ port }) => onListen(port),
+    }, (req) => {
+      const { socket, response } = Deno.upgradeWebSocket(req);
+      socket.onmessage = () => {
+        socket.send("ready");
+        if (++answered === 3) sent();
+      };
+      return response;
+    });
+    const port = await listening;
+    const poller = new TcpPoller();
+    let got = 0;
+    const sockets: RawWebSocket[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        sockets.push(
+          await connect(poller, { hostname: "127.0.0.1", port, path: "/ws", bufferBytes: 1024 }, {
+            text: () => got++,
+            closed: () => {},
+          }),
+        );
+      }
+      for (const socket of sockets) socket.sendFrame(encodeTextFrame("go"));
+      await allSent;
+      // Let the kernel move the three frames over loopback without reading them.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.equal(poller.poll(0, 1), 1);
+      assert.equal(got, 1);
+      assert.equal(poller.poll(0, 5), 2);
+      assert.equal(got, 3);
+      assert.equal(poller.poll(0, 5), 0);
+    } finally {
+      for (const socket of sockets) socket.close();
+      poller.close();
+      controller.abort();
+      await server.finished;
+    }
+  },
+);

@@ -3,7 +3,7 @@
  * machine, with the same load generator.
  *
  *     deno task bench [--quick] [--only NAME[,NAME…]] [--runs N] [--loaders N] [--no-write]
- *                     [--parley-flag=--name=value …]
+ *                     [--parley-flag=--name=value …] [--loader-prof DIR]
  *
  * Scenarios (names for `--only`): `light` (1,000 clients, 20 messages/s in: latency), `100k`
  * (1,000 clients, 100 messages/s in: 100,000 deliveries/s must keep up), `saturation` (1,000
@@ -89,6 +89,8 @@ interface Options {
   write: boolean;
   /** Extra flags for Parley, for experiments; recorded with the results. */
   parleyFlags: string[];
+  /** Where load generators write a `--cpu-prof` profile each, when set. */
+  loaderProf: string | undefined;
   warmupMs: number;
   windowMs: number;
 }
@@ -228,6 +230,7 @@ function parseOptions(args: string[]): Options {
       loaders: { type: "string", default: "1" },
       "no-write": { type: "boolean", default: false },
       "parley-flag": { type: "string", multiple: true },
+      "loader-prof": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -235,9 +238,8 @@ function parseOptions(args: string[]): Options {
   if (values.help) {
     console.log(
       "Usage: deno task bench [--quick] [--only NAME[,NAME…]] [--runs N] [--loaders N] " +
-        "[--no-write] [--parley-flag=--name=value …]\nScenarios: " + scenarios(false).map((s) =>
-          s.name
-        ).join(", "),
+        "[--no-write] [--parley-flag=--name=value …] [--loader-prof DIR]\nScenarios: " +
+        scenarios(false).map((s) => s.name).join(", "),
     );
     Deno.exit(0);
   }
@@ -257,6 +259,7 @@ function parseOptions(args: string[]): Options {
     loaders,
     write: !values["no-write"],
     parleyFlags: values["parley-flag"] ?? [],
+    loaderProf: values["loader-prof"],
     warmupMs: values.quick ? 1_000 : 2_000,
     windowMs: values.quick ? 3_000 : 8_000,
   };
@@ -479,7 +482,14 @@ class LoaderProc {
     const nofile = Math.min(FD_HARD_LIMIT, spec.clients + FD_MARGIN + IDLE_CLIENTS_PER_LOADER);
     this.proc = new Proc(
       `loader ${spec.id}`,
-      [Deno.execPath(), "run", "-A", join(BENCH, "loader.ts"), JSON.stringify(spec)],
+      [
+        Deno.execPath(),
+        "run",
+        ...(loaderProfDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${loaderProfDir}`]),
+        "-A",
+        join(BENCH, "loader.ts"),
+        JSON.stringify(spec),
+      ],
       LOADER_CORE,
       nofile,
     );
@@ -1336,10 +1346,13 @@ async function writeMarkdown(section: string): Promise<void> {
 
 /** `--parley-flag` values, appended to every Parley command line. */
 let extraParleyFlags: string[] = [];
+/** `--loader-prof`: where each load generator writes its CPU profile. */
+let loaderProfDir: string | undefined;
 
 async function main(args: string[]): Promise<void> {
   const options = parseOptions(args);
   extraParleyFlags = options.parleyFlags;
+  loaderProfDir = options.loaderProf;
   const m = await machine(options, args);
   const selected = scenarios(options.quick).filter((s) =>
     options.only.size === 0 || options.only.has(s.name)
