@@ -29,6 +29,7 @@ import { parseArgs } from "node:util";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { LoaderEvent, LoaderReport, LoaderSpec } from "./loader.ts";
+import { RedisServer } from "../_redis_server.ts";
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 const BENCH = join(ROOT, "bench");
@@ -55,6 +56,12 @@ const FD_MARGIN = 500;
 const IDLE_SOURCES = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
 /** Connections opened before the idle-memory reference point, to warm the server's code paths. */
 const IDLE_WARM = 200;
+/** API key of Parley nodes in a cluster idle point, for the one message published through them. */
+const BENCH_API_KEY = "bench-api-key-for-the-cluster-point";
+/** Parley's default `--presence-events-max`. */
+const PRESENCE_EVENTS_MAX = 1_000;
+/** How long clients have to receive that message, in milliseconds. */
+const PUBLISH_WAIT_MS = 5_000;
 /** Pause after connecting, before senders start, in milliseconds (presence events settle). */
 const SETTLE_MS = 500;
 /** Longest wait for a server banner, loaders to connect, and a loader report, in ms. */
@@ -437,7 +444,11 @@ interface Server {
   dir: string;
 }
 
-async function startServer(target: Target, profileDir?: string): Promise<Server> {
+async function startServer(
+  target: Target,
+  profileDir?: string,
+  extraFlags: string[] = [],
+): Promise<Server> {
   const dir = await Deno.makeTempDir({ prefix: "parley_bench_" });
   const deno = Deno.execPath();
   const prof = profileDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${profileDir}`];
@@ -452,6 +463,7 @@ async function startServer(target: Target, profileDir?: string): Promise<Server>
       ...PARLEY_FLAGS,
       ...extraParleyFlags,
       `--store=${target.store === "sqlite" ? `sqlite:${join(dir, "parley.db")}` : "memory:"}`,
+      ...extraFlags,
     ];
   const proc = new Proc(target.label, command, SERVER_CORE, FD_HARD_LIMIT);
   try {
@@ -703,6 +715,10 @@ interface IdleResult {
     rssMiB?: number;
     bytesPerConnection?: number;
     skipped?: string;
+    /** Server processes that held the point: set when one process could not. */
+    nodes?: number;
+    /** Clients that received the one message published on the first node (Parley nodes). */
+    reached?: number;
   }[];
   loadavg: string;
 }
@@ -727,7 +743,8 @@ async function measureIdle(
   const loaders: LoaderProc[] = [];
   const maxHeld = FD_HARD_LIMIT - FD_MARGIN;
   const points = scenario.points.map((n) => ({ connections: n, feasible: n <= maxHeld }));
-  // A point the descriptor limit rules out is replaced by the most this machine can hold.
+  // A point the descriptor limit rules out for one process is measured on several
+  // (measureIdleOnNodes), and the most one process can hold is added as a point of its own.
   if (points.some((p) => !p.feasible)) {
     const most = Math.floor(maxHeld / 1000) * 1000;
     if (most > Math.max(0, ...points.filter((p) => p.feasible).map((p) => p.connections))) {
@@ -735,6 +752,7 @@ async function measureIdle(
     }
   }
   const largest = Math.max(...points.filter((p) => p.feasible).map((p) => p.connections));
+  let result: IdleResult;
   try {
     const count = Math.max(1, Math.ceil(largest / IDLE_CLIENTS_PER_LOADER));
     const warmShares = shares(IDLE_WARM, count);
@@ -765,7 +783,7 @@ async function measureIdle(
     }
     await Promise.all(loaders.map((l) => l.event("connected", CONNECT_MS)));
     const warmRss = await settledRss(server.proc.pid);
-    const result: IdleResult = {
+    result = {
       target: target.label,
       run,
       warm: { connections: IDLE_WARM, rssMiB: round(warmRss / 2 ** 20, 1) },
@@ -774,11 +792,7 @@ async function measureIdle(
     };
     for (const point of points.sort((a, b) => a.connections - b.connections)) {
       if (!point.feasible) {
-        result.points.push({
-          connections: point.connections,
-          skipped: `descriptor limit: RLIMIT_NOFILE hard limit is ${FD_HARD_LIMIT} ` +
-            `(raising it needs CAP_SYS_RESOURCE)`,
-        });
+        result.points.push({ connections: point.connections }); // measured on nodes, below
         continue;
       }
       const targetShares = shares(point.connections, count);
@@ -794,12 +808,124 @@ async function measureIdle(
       });
     }
     result.loadavg = loadavg();
-    return result;
   } finally {
     await Promise.all(loaders.map((l) => l.command("stop")));
     await Promise.all(loaders.map((l) => l.proc.stop()));
     await stopServer(server);
   }
+  for (const [i, point] of result.points.entries()) {
+    if (point.held === undefined) {
+      // One load generator per node, so a node takes no more clients than one of them holds.
+      result.points[i] = await measureIdleOnNodes(
+        target,
+        point.connections,
+        Math.min(maxHeld, IDLE_CLIENTS_PER_LOADER),
+      );
+    }
+  }
+  return result;
+}
+
+/**
+ * An idle point one process cannot hold (the descriptor limit): the fewest server processes that
+ * can, each with its own load generator. Parley runs them as one cluster on a fresh Redis
+ * (`--redis`), and one message published on the first node must reach every client; the bare
+ * baseline runs independent processes. Per connection = the growth of all the nodes' RSS together,
+ * divided by the connections added, as on one server.
+ */
+async function measureIdleOnNodes(
+  target: Target,
+  connections: number,
+  perNode: number,
+): Promise<IdleResult["points"][number]> {
+  const count = Math.ceil(connections / perNode);
+  const redis = target.server === "parley" ? await RedisServer.start() : undefined;
+  const servers: Server[] = [];
+  const loaders: LoaderProc[] = [];
+  try {
+    for (let i = 0; i < count; i++) {
+      servers.push(
+        await startServer(
+          target,
+          undefined,
+          redis === undefined ? [] : [
+            `--redis=${redis.url}`,
+            `--api-key=${BENCH_API_KEY}`,
+            // The presence cut-off counts a node's own members: split it, so the room goes
+            // quiet at about the same total size as on one process.
+            `--presence-events-max=${Math.ceil(PRESENCE_EVENTS_MAX / count)}`,
+          ],
+        ),
+      );
+    }
+    const warmShares = shares(IDLE_WARM, count);
+    const targetShares = shares(connections, count);
+    for (const [id, server] of servers.entries()) {
+      loaders.push(
+        new LoaderProc({
+          id,
+          hostname: "127.0.0.1",
+          port: server.port,
+          ...(target.protocol === undefined ? {} : { protocol: target.protocol }),
+          clients: warmShares[id]!,
+          offset: id * connections, // client names stay unique across the cluster
+          senders: 0,
+          mode: "idle",
+          rate: 0,
+          sampleEvery: Number.MAX_SAFE_INTEGER,
+          contentChars: CONTENT_CHARS,
+          sources: IDLE_SOURCES,
+          waitWelcome: target.server === "parley",
+          concurrency: CONCURRENCY,
+          bufferBytes: IDLE_BUFFER_BYTES,
+          bulkIntervalMs: BULK_INTERVAL_MS,
+        }),
+      );
+    }
+    await Promise.all(loaders.map((l) => l.event("connected", CONNECT_MS)));
+    const warmRss = await Promise.all(servers.map((s) => settledRss(s.proc.pid)));
+    await Promise.all(loaders.map((l, i) => l.command("connect", { clients: targetShares[i] })));
+    const events = await Promise.all(loaders.map((l) => l.event("connected", CONNECT_MS)));
+    const held = events.reduce((n, e) => n + e.clients, 0);
+    const rss = await Promise.all(servers.map((s) => settledRss(s.proc.pid)));
+    const grown = rss.reduce((a, b) => a + b, 0) - warmRss.reduce((a, b) => a + b, 0);
+    const point: IdleResult["points"][number] = {
+      connections,
+      held,
+      rssMiB: round(rss.reduce((a, b) => a + b, 0) / 2 ** 20, 1),
+      bytesPerConnection: Math.round(grown / Math.max(1, held - IDLE_WARM)),
+      nodes: count,
+    };
+    if (redis !== undefined) point.reached = await publishAndCount(servers[0]!, loaders);
+    return point;
+  } finally {
+    await Promise.all(loaders.map((l) => l.command("stop")));
+    await Promise.all(loaders.map((l) => l.proc.stop()));
+    await Promise.all(servers.map(stopServer));
+    await redis?.stop();
+  }
+}
+
+/**
+ * Publishes one message through `server`'s HTTP API and returns how many of the loaders' clients
+ * received it within {@link PUBLISH_WAIT_MS}.
+ */
+async function publishAndCount(server: Server, loaders: LoaderProc[]): Promise<number> {
+  await Promise.all(loaders.map((l) => l.command("mark")));
+  const response = await fetch(`http://127.0.0.1:${server.port}/api/rooms/lobby/messages`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${BENCH_API_KEY}`, "content-type": "application/json" },
+    body: JSON.stringify({ sender: "bench", content: "one message to every node" }),
+  });
+  await response.body?.cancel();
+  if (!response.ok) throw new Error(`Publishing failed: HTTP ${response.status}`);
+  await sleep(PUBLISH_WAIT_MS);
+  const reports = await Promise.all(loaders.map(async (l) => {
+    const answer = l.event("report", REPORT_MS);
+    await l.command("report");
+    return (await answer).report;
+  }));
+  return reports.reduce((n, r) => n + r.delivered, 0);
 }
 
 // -------------------------------------------------------------------------------------------
@@ -976,7 +1102,14 @@ function summarizeLoad(results: LoadResult[]): LoadSummary[] {
 interface IdleSummary {
   target: string;
   runs: number;
-  points: { connections: number; held?: number; bytesPerConnection?: number; skipped?: string }[];
+  points: {
+    connections: number;
+    held?: number;
+    bytesPerConnection?: number;
+    skipped?: string;
+    nodes?: number;
+    reached?: number;
+  }[];
 }
 
 function summarizeIdle(results: IdleResult[]): IdleSummary[] {
@@ -987,8 +1120,13 @@ function summarizeIdle(results: IdleResult[]): IdleSummary[] {
     runs: rs.length,
     points: rs[0]!.points.map((p, i) => {
       if (p.skipped !== undefined) return { connections: p.connections, skipped: p.skipped };
+      const reached = rs.map((r) => r.points[i]?.reached).filter((n): n is number =>
+        n !== undefined
+      );
       return {
         connections: p.connections,
+        ...(p.nodes === undefined ? {} : { nodes: p.nodes }),
+        ...(reached.length === 0 ? {} : { reached: Math.min(...reached) }),
         held: Math.min(...rs.map((r) => r.points[i]?.held ?? 0)),
         bytesPerConnection: Math.round(
           median(rs.map((r) => r.points[i]?.bytesPerConnection ?? NaN)),
@@ -1011,7 +1149,12 @@ interface ScenarioReport {
 interface Verdict {
   target: string;
   measured: string;
-  status: "met" | "missed" | "not measured" | "inconclusive: other work shared the server's core";
+  status:
+    | "met"
+    | "missed"
+    | "not measured"
+    | "met by a cluster, not by one process"
+    | "inconclusive: other work shared the server's core";
 }
 
 function verdicts(reports: ScenarioReport[]): Verdict[] {
@@ -1082,7 +1225,10 @@ function verdicts(reports: ScenarioReport[]): Verdict[] {
   const idleBase = idle?.find((s) => s.target === BASELINE.label);
   for (const target of [PARLEY_V1, PARLEY_PLAIN]) {
     const mine = idle?.find((s) => s.target === target.label);
-    const measured = mine?.points.filter((p) => p.bytesPerConnection !== undefined) ?? [];
+    // One process against one process: a cluster node also carries its Redis clients.
+    const measured = mine?.points.filter((p) =>
+      p.bytesPerConnection !== undefined && p.nodes === undefined
+    ) ?? [];
     const largest = measured.at(-1);
     const base = idleBase?.points.find((p) => p.connections === largest?.connections);
     const r = largest && base?.bytesPerConnection
@@ -1098,15 +1244,30 @@ function verdicts(reports: ScenarioReport[]): Verdict[] {
       status: status(r === undefined ? undefined : r <= 1.1),
     });
   }
-  const v1Points = idle?.find((s) => s.target === PARLEY_V1.label)?.points;
-  const fifty = v1Points?.find((p) => p.connections === 50_000);
-  out.push({
-    target: "50,000 idle connections held",
-    measured: fifty === undefined ? "—" : fifty.skipped ?? `${fmt(fifty.held ?? 0)} held`,
-    status: fifty === undefined || fifty.skipped !== undefined
-      ? "not measured"
-      : status((fifty.held ?? 0) >= 50_000),
-  });
+  for (const target of [PARLEY_V1, PARLEY_PLAIN]) {
+    const fifty = idle?.find((s) => s.target === target.label)?.points
+      .find((p) => p.connections === 50_000);
+    const held = fifty?.held ?? 0;
+    const nodes = fifty?.nodes;
+    out.push({
+      target: `50,000 idle connections held (${target.label})`,
+      measured: fifty === undefined
+        ? "—"
+        : fifty.skipped ?? (nodes === undefined
+          ? `${fmt(held)} held by one process`
+          : `${fmt(held)} held by ${nodes} processes on one Redis, and one message published on ` +
+            `the first reached ${fmt(fifty.reached ?? 0)}; one process may hold ` +
+            `${fmt(FD_HARD_LIMIT - FD_MARGIN)} here (hard RLIMIT_NOFILE ${fmt(FD_HARD_LIMIT)}, ` +
+            `and raising it needs CAP_SYS_RESOURCE)`),
+      status: fifty === undefined || fifty.skipped !== undefined
+        ? "not measured"
+        : nodes === undefined
+        ? status(held >= 50_000)
+        : held >= 50_000 && (fifty.reached ?? 0) >= 50_000
+        ? "met by a cluster, not by one process"
+        : "missed",
+    });
+  }
   const sq = find("sqlite")?.load;
   for (const target of [PARLEY_V1, PARLEY_PLAIN]) {
     const mem = sq?.find((s) => s.target === target.label);
@@ -1273,18 +1434,26 @@ function markdown(m: Machine, reports: ScenarioReport[]): string {
     if (report.idle !== undefined) {
       const base = report.idle.find((s) => s.target === BASELINE.label);
       push(
-        "| server, clients | connections | held | server RSS per connection | vs baseline |",
-        "|---|---:|---:|---:|---:|",
+        "| server, clients | connections | held | processes | server RSS per connection | " +
+          "vs baseline | one published message reached |",
+        "|---|---:|---:|---:|---:|---:|---:|",
       );
       for (const s of report.idle) {
         for (const p of s.points) {
           const b = base?.points.find((q) => q.connections === p.connections)?.bytesPerConnection;
+          const processes = p.nodes === undefined
+            ? "1"
+            : `${p.nodes}${s.target === BASELINE.label ? "" : " (Redis cluster)"}`;
           push(
             p.skipped !== undefined
-              ? `| ${s.target} | ${fmt(p.connections)} | — | not measured: ${p.skipped} | — |`
-              : `| ${s.target} | ${fmt(p.connections)} | ${fmt(p.held ?? 0)} | ${
+              ? `| ${s.target} | ${
+                fmt(p.connections)
+              } | — | — | not measured: ${p.skipped} | — | — |`
+              : `| ${s.target} | ${fmt(p.connections)} | ${fmt(p.held ?? 0)} | ${processes} | ${
                 fmt((p.bytesPerConnection ?? 0) / 1024)
-              } KiB | ${b ? `${fmt(p.bytesPerConnection! / b)}×` : "—"} |`,
+              } KiB | ${b ? `${fmt(p.bytesPerConnection! / b)}×` : "—"} | ${
+                p.reached === undefined ? "—" : fmt(p.reached)
+              } |`,
           );
         }
       }
@@ -1414,9 +1583,11 @@ async function main(args: string[]): Promise<void> {
                 r.points.map((p) =>
                   p.skipped !== undefined
                     ? `${p.connections}: skipped`
-                    : `${p.held}/${p.connections} held, ${
-                      fmt((p.bytesPerConnection ?? 0) / 1024)
-                    } KiB each`
+                    : `${p.held}/${p.connections} held${
+                      p.nodes === undefined ? "" : ` by ${p.nodes} processes`
+                    }, ${fmt((p.bytesPerConnection ?? 0) / 1024)} KiB each${
+                      p.reached === undefined ? "" : `, one message reached ${p.reached}`
+                    }`
                 ).join("; "),
             );
           }
