@@ -25,7 +25,8 @@
  *    `{"ev":"connected",…}` once each has its handshake (and, with `waitWelcome`, its first frame);
  * 2. commands on stdin: `{"cmd":"connect","clients":N}` grows to N clients (idle memory) and
  *    answers `connected` again; `start` begins sending; `mark` zeroes the counters (the
- *    measurement window opens); `report` answers `{"ev":"report",…}` with what happened since the
+ *    measurement window opens); `peek` answers `{"ev":"peeked","delivered":N}` and leaves the
+ *    window open; `report` answers `{"ev":"report",…}` with what happened since the
  *    mark; `stop` closes every socket and exits.
  *
  * Sending: `rate` mode spreads `spec.rate` messages per second over the senders, on a clock (open
@@ -97,6 +98,7 @@ export interface LoaderSpec {
 export type LoaderEvent =
   | { ev: "connected"; clients: number; failed: number; protocols: Record<string, number> }
   | { ev: "report"; report: LoaderReport }
+  | { ev: "peeked"; delivered: number }
   | { ev: "error"; message: string };
 
 /** What happened between `mark` and `report`. */
@@ -121,7 +123,7 @@ export interface LoaderReport {
 
 type Command =
   | { cmd: "connect"; clients: number }
-  | { cmd: "start" | "mark" | "report" | "stop" };
+  | { cmd: "start" | "mark" | "peek" | "report" | "stop" };
 
 const decoder = new TextDecoder();
 const clock = () => performance.timeOrigin + performance.now();
@@ -333,6 +335,11 @@ class Loader {
     this.#resends = 0;
   }
 
+  /** Messages counted since the mark, without ending the window (unlike `report`). */
+  get delivered(): number {
+    return this.#delivered;
+  }
+
   report(): LoaderReport {
     const report: LoaderReport = {
       windowMs: clock() - this.#markedAt,
@@ -407,6 +414,9 @@ async function main(): Promise<void> {
           break;
         case "mark":
           loader.mark();
+          break;
+        case "peek":
+          emit({ ev: "peeked", delivered: loader.delivered });
           break;
         case "report":
           emit({ ev: "report", report: loader.report() });
