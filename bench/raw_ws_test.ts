@@ -36,6 +36,28 @@ function serverFrame(opcode: number, payload: Uint8Array): Uint8Array {
   return frame;
 }
 
+/** Deno's own server on a free loopback port; `stop()` shuts it down and waits for it. */
+async function serveLoopback(
+  handler: (req: Request) => Response,
+): Promise<{ port: number; stop: () => Promise<void> }> {
+  const controller = new AbortController();
+  const { promise: listening, resolve: onListen } = Promise.withResolvers<number>();
+  const server = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    signal: controller.signal,
+    onListen: ({ port }) => onListen(port),
+  }, handler);
+  const port = await listening;
+  return {
+    port,
+    stop: async () => {
+      controller.abort();
+      await server.finished;
+    },
+  };
+}
+
 /** Polls until `done()` holds, yielding to the event loop between polls. */
 async function pollUntil(poller: TcpPoller, done: () => boolean, what: string): Promise<void> {
   const deadline = Date.now() + TIMEOUT_MS;
@@ -117,14 +139,7 @@ Deno.test(
   "RawWebSocket exchanges text with Deno's WebSocket server and gets its subprotocol",
   { sanitizeOps: true, sanitizeResources: true },
   async () => {
-    const controller = new AbortController();
-    const { promise: listening, resolve: onListen } = Promise.withResolvers<number>();
-    const server = Deno.serve({
-      hostname: "127.0.0.1",
-      port: 0,
-      signal: controller.signal,
-      onListen: ({ port }) => onListen(port),
-    }, (req) => {
+    const { port, stop } = await serveLoopback((req) => {
       const { socket, response } = Deno.upgradeWebSocket(req, { protocol: "parley.v1" });
       socket.onmessage = (event) => {
         socket.send(`echo:${event.data}`);
@@ -132,7 +147,6 @@ Deno.test(
       };
       return response;
     });
-    const port = await listening;
     const poller = new TcpPoller();
     const got: string[] = [];
     const socket = await connect(poller, {
@@ -150,8 +164,7 @@ Deno.test(
     } finally {
       socket.close();
       poller.close();
-      controller.abort();
-      await server.finished;
+      await stop();
     }
   },
 );
@@ -228,16 +241,9 @@ Deno.test(
   "TcpPoller.poll dispatches at most maxEvents ready sockets per call, and the rest on the next",
   { sanitizeOps: true, sanitizeResources: true },
   async () => {
-    const controller = new AbortController();
-    const { promise: listening, resolve: onListen } = Promise.withResolvers<number>();
     const { promise: allSent, resolve: sent } = Promise.withResolvers<void>();
     let answered = 0;
-    const server = Deno.serve({
-      hostname: "127.0.0.1",
-      port: 0,
-      signal: controller.signal,
-      onListen: ({ port }) => onListen(port),
-    }, (req) => {
+    const { port, stop } = await serveLoopback((req) => {
       const { socket, response } = Deno.upgradeWebSocket(req);
       socket.onmessage = () => {
         socket.send("ready");
@@ -245,7 +251,6 @@ Deno.test(
       };
       return response;
     });
-    const port = await listening;
     const poller = new TcpPoller();
     let got = 0;
     const sockets: RawWebSocket[] = [];
@@ -270,8 +275,7 @@ Deno.test(
     } finally {
       for (const socket of sockets) socket.close();
       poller.close();
-      controller.abort();
-      await server.finished;
+      await stop();
     }
   },
 );

@@ -726,6 +726,34 @@ interface IdleResult {
   loadavg: string;
 }
 
+/** A load generator that only opens connections: `clients` named from `offset` on. */
+function idleLoaderSpec(
+  id: number,
+  target: Target,
+  port: number,
+  clients: number,
+  offset: number,
+): LoaderSpec {
+  return {
+    id,
+    hostname: "127.0.0.1",
+    port,
+    ...(target.protocol === undefined ? {} : { protocol: target.protocol }),
+    clients,
+    offset,
+    senders: 0,
+    mode: "idle",
+    rate: 0,
+    sampleEvery: Number.MAX_SAFE_INTEGER,
+    contentChars: CONTENT_CHARS,
+    sources: IDLE_SOURCES,
+    waitWelcome: target.server === "parley",
+    concurrency: CONCURRENCY,
+    bufferBytes: IDLE_BUFFER_BYTES,
+    bulkIntervalMs: BULK_INTERVAL_MS,
+  };
+}
+
 /** RSS after things settle: the median of a few samples taken after a pause. */
 async function settledRss(pid: number): Promise<number> {
   await sleep(1_500);
@@ -762,25 +790,8 @@ async function measureIdle(
     let offset = 0;
     for (let id = 0; id < count; id++) {
       loaders.push(
-        new LoaderProc({
-          id,
-          hostname: "127.0.0.1",
-          port: server.port,
-          ...(target.protocol === undefined ? {} : { protocol: target.protocol }),
-          clients: warmShares[id]!,
-          // Names must not collide when a loader grows: give each its own range.
-          offset: offset,
-          senders: 0,
-          mode: "idle",
-          rate: 0,
-          sampleEvery: Number.MAX_SAFE_INTEGER,
-          contentChars: CONTENT_CHARS,
-          sources: IDLE_SOURCES,
-          waitWelcome: target.server === "parley",
-          concurrency: CONCURRENCY,
-          bufferBytes: IDLE_BUFFER_BYTES,
-          bulkIntervalMs: BULK_INTERVAL_MS,
-        }),
+        // Names must not collide when a loader grows: give each its own range.
+        new LoaderProc(idleLoaderSpec(id, target, server.port, warmShares[id]!, offset)),
       );
       offset += IDLE_CLIENTS_PER_LOADER * 2;
     }
@@ -867,24 +878,8 @@ async function measureIdleOnNodes(
     const targetShares = shares(connections, count);
     for (const [id, server] of servers.entries()) {
       loaders.push(
-        new LoaderProc({
-          id,
-          hostname: "127.0.0.1",
-          port: server.port,
-          ...(target.protocol === undefined ? {} : { protocol: target.protocol }),
-          clients: warmShares[id]!,
-          offset: id * connections, // client names stay unique across the cluster
-          senders: 0,
-          mode: "idle",
-          rate: 0,
-          sampleEvery: Number.MAX_SAFE_INTEGER,
-          contentChars: CONTENT_CHARS,
-          sources: IDLE_SOURCES,
-          waitWelcome: target.server === "parley",
-          concurrency: CONCURRENCY,
-          bufferBytes: IDLE_BUFFER_BYTES,
-          bulkIntervalMs: BULK_INTERVAL_MS,
-        }),
+        // Client names stay unique across the cluster.
+        new LoaderProc(idleLoaderSpec(id, target, server.port, warmShares[id]!, id * connections)),
       );
     }
     await Promise.all(loaders.map((l) => l.event("connected", CONNECT_MS)));
