@@ -379,6 +379,22 @@ export class Metrics {
       },
     });
     new Gauge({
+      name: "parley_process_heap_total_bytes",
+      help: "V8 heap committed (in use or not), in bytes.",
+      registers: [registry],
+      collect() {
+        this.set(Deno.memoryUsage().heapTotal);
+      },
+    });
+    new Gauge({
+      name: "parley_process_external_memory_bytes",
+      help: "Memory of objects V8 tracks outside its heap (buffers), in bytes.",
+      registers: [registry],
+      collect() {
+        this.set(Deno.memoryUsage().external);
+      },
+    });
+    new Gauge({
       name: "parley_build_info",
       help: "Always 1; the labels name the server version and its runtime.",
       labelNames: ["version", "deno", "typescript", "v8"],

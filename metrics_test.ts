@@ -130,6 +130,8 @@ const EXPECTED_FAMILIES: Record<string, string> = {
   parley_fanout_seconds: "histogram",
   parley_process_resident_memory_bytes: "gauge",
   parley_process_heap_used_bytes: "gauge",
+  parley_process_heap_total_bytes: "gauge",
+  parley_process_external_memory_bytes: "gauge",
   parley_build_info: "gauge",
 };
 
@@ -277,6 +279,16 @@ Deno.test("Metrics reports process memory from Deno.memoryUsage()", async () => 
   const families = await scrape(new Metrics({ version: "0.1.0" }));
   assert.ok(valueOf(families, "parley_process_resident_memory_bytes") > 0);
   assert.ok(valueOf(families, "parley_process_heap_used_bytes") > 0);
+  // Committed heap holds the heap in use; RSS holds the committed heap.
+  assert.ok(
+    valueOf(families, "parley_process_heap_total_bytes") >=
+      valueOf(families, "parley_process_heap_used_bytes"),
+  );
+  assert.ok(
+    valueOf(families, "parley_process_resident_memory_bytes") >=
+      valueOf(families, "parley_process_heap_total_bytes"),
+  );
+  assert.ok(valueOf(families, "parley_process_external_memory_bytes") > 0);
 });
 
 Deno.test("Metrics exports build_info with the version and runtime versions", async () => {
