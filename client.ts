@@ -484,25 +484,18 @@ export class Client {
     observer?.observeOutboxBytes(this.#outboxBytes);
     try {
       while (head < outbox.length) {
-        if (!this.batching || head + 1 === outbox.length) {
-          const frame = outbox[head++]!;
-          this.#socket.send(frame.text);
-          this.#outboxBytes -= frame.bytes;
-          this.#unsentBound += frame.bytes;
-          this.#framesOut++;
-          this.#eventsOut++;
-          observer?.frameOut(1);
-          continue;
-        }
-        // Pack as many whole events as fit into one JSON array.
-        let end = head;
-        let size = 2;
-        while (
-          end < outbox.length && end - head < MAX_BATCH_EVENTS &&
-          (end === head || size + outbox[end]!.bytes + 1 <= MAX_BATCH_BYTES)
-        ) {
-          size += outbox[end]!.bytes + 1;
-          end++;
+        // One event per frame; for parley.v1, as many whole events as fit into one JSON array
+        // (the first always does: a single larger event goes alone).
+        let end = head + 1;
+        if (this.batching) {
+          let size = 2 + outbox[head]!.bytes + 1;
+          while (
+            end < outbox.length && end - head < MAX_BATCH_EVENTS &&
+            size + outbox[end]!.bytes + 1 <= MAX_BATCH_BYTES
+          ) {
+            size += outbox[end]!.bytes + 1;
+            end++;
+          }
         }
         let text = outbox[head]!.text;
         let bytes = outbox[head]!.bytes;

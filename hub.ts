@@ -4,8 +4,8 @@
  *
  * Ownership and invariants:
  * - The Hub is the only writer of its registry (`#clients`, `#rooms`, `#users`) and of every
- *   client's room list (`Client.addRoom`). It changes them only inside {@link Hub.run}, one {@link HubEvent} at a time,
- *   in the private synchronous `#apply`, which never awaits. Store and broker calls happen before
+ *   client's room list (`Client.addRoom`). It changes them only inside {@link Hub.run}, one
+ *   {@link HubEvent} at a time, in the private synchronous `#apply`, which never awaits. Store and broker calls happen before
  *   an event reaches the hub.
  * - Each broadcast is encoded once ({@link prepare}) and the same string is enqueued to every
  *   recipient; enqueueing never blocks, so one slow client cannot hold up the others.
