@@ -172,9 +172,11 @@ export function fakeClient(
   } = {},
 ): { client: Client; socket: FakeSocket; flusher: ManualFlusher } {
   const socket = new FakeSocket();
+  // Any other scheduler (a MacrotaskFlusher) is used as given; `flusher` then goes unused.
   const flusher = options.scheduler instanceof ManualFlusher
     ? options.scheduler
     : new ManualFlusher();
+  const scheduler = options.scheduler ?? flusher;
   const {
     handler = new RecordingHandler(),
     connecting = false,
@@ -198,7 +200,7 @@ export function fakeClient(
       maxFrameBytes,
       outboxMessages,
       outboxBytes,
-      scheduler: flusher,
+      scheduler,
       ...(closeTimeoutMs === undefined ? {} : { closeTimeoutMs }),
       ...(observer === undefined ? {} : { observer }),
       ...(now === undefined ? {} : { now }),

@@ -3,6 +3,7 @@ import { fakeClient, RecordingHandler } from "./_testing.ts";
 import {
   BatchCache,
   BURST_FACTOR,
+  MacrotaskFlusher,
   MAX_BATCH_BYTES,
   MAX_BATCH_EVENTS,
   OpeningWatch,
@@ -21,6 +22,65 @@ Deno.test("Client.flush() sends one frame per event to a plain client", () => {
   assert.deepEqual(socket.sent.map((t) => JSON.parse(t).id), [1, 2, 3]);
   assert.equal(client.pending, 0);
   assert.equal(client.backlogBytes, 0);
+});
+
+/** Resolves after the flusher's current pass: its setImmediate was queued before this one. */
+const nextPass = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+Deno.test("MacrotaskFlusher spends at most its frame budget per pass, and reaches the skipped clients first", async () => {
+  const flusher = new MacrotaskFlusher({ frames: 10 });
+  const order: string[] = [];
+  const clients = ["a", "b", "c"].map((name) => {
+    const made = fakeClient({ batching: false, scheduler: flusher, outboxMessages: 64 });
+    const send = made.socket.send.bind(made.socket);
+    made.socket.send = (data: string) => {
+      order.push(`${name}${JSON.parse(data).id}`);
+      send(data);
+    };
+    return { name, ...made };
+  });
+  // 7 frames each: the first pass ends partway through b, and c is not reached.
+  for (const { client } of clients) for (let i = 1; i <= 7; i++) client.enqueue(frame(i));
+  await nextPass();
+  assert.equal(order.length, 10);
+  assert.deepEqual(clients.map(({ client }) => client.pending), [0, 4, 7]);
+  // Frames queued meanwhile join the same outbox and keep their order.
+  clients[1]!.client.enqueue(frame(8));
+  await nextPass();
+  // c, which the first pass did not reach, goes before the rest of b.
+  assert.deepEqual(order.slice(10, 17), ["c1", "c2", "c3", "c4", "c5", "c6", "c7"]);
+  assert.deepEqual(order.slice(17), ["b4", "b5", "b6"]);
+  await nextPass();
+  assert.deepEqual(order.slice(20), ["b7", "b8"]);
+  for (const { name, socket } of clients) {
+    const ids = socket.sent.map((t) => JSON.parse(t).id);
+    assert.deepEqual(ids, name === "b" ? [1, 2, 3, 4, 5, 6, 7, 8] : [1, 2, 3, 4, 5, 6, 7]);
+  }
+  assert.deepEqual(clients.map(({ client }) => client.backlogBytes), [0, 0, 0]);
+  flusher.close();
+});
+
+Deno.test("MacrotaskFlusher ends a pass at its byte budget, and close() writes everything left", async () => {
+  const flusher = new MacrotaskFlusher({ bytes: 2.5 * MAX_BATCH_BYTES });
+  const { client, socket } = fakeClient({
+    batching: true,
+    scheduler: flusher,
+    maxFrameBytes: 2048,
+    outboxMessages: 10_000,
+    outboxBytes: 16 * MAX_BATCH_BYTES,
+  });
+  const big = (n: number) => prepare({ type: "message", id: n, content: "x".repeat(1000) });
+  const count = 500; // about 7.8 batch frames
+  for (let i = 1; i <= count; i++) client.enqueue(big(i));
+  await nextPass();
+  // A frame is sent whole: the third (nearly full) batch frame overspends the budget, and the
+  // pass stops there.
+  assert.equal(socket.sent.length, 3);
+  assert.ok(client.pending > 0);
+  flusher.close();
+  assert.deepEqual(socket.events.map((e) => e.id), Array.from({ length: count }, (_, i) => i + 1));
+  assert.equal(client.pending, 0);
+  assert.throws(() => new MacrotaskFlusher({ frames: 0 }), RangeError);
 });
 
 Deno.test("Client.flush() packs pending events into one JSON array for parley.v1", () => {
