@@ -234,7 +234,8 @@ export class Hub {
     const held = room?.pending.get(client);
     if (room === undefined || held === undefined) return; // left or disconnected meanwhile
     room.pending.delete(client);
-    const local = this.#addLive(client, event.room);
+    this.#addLive(client, event.room);
+    const local = this.usersIn(event.room);
     const users = event.users === undefined
       ? local
       : [...new Set([...event.users, ...local])].sort();
@@ -351,8 +352,9 @@ export class Hub {
     return connections.size;
   }
 
-  /** Makes a client a live member and returns the room's online users. */
-  #addLive(client: Client, name: string): string[] {
+  /** Makes a client a live member. (The room's user list is built only where it is sent: every
+   * connection joins the default room, and sorting its users per connection costs O(n²).) */
+  #addLive(client: Client, name: string): void {
     const room = this.#room(name);
     client.addRoom(name);
     if (!room.live.has(client)) {
@@ -361,7 +363,6 @@ export class Hub {
       room.users.set(client.user, count + 1);
       if (count === 0) this.#options.onPresence?.(name, client.user, true);
     }
-    return [...room.users.keys()].sort();
   }
 
   #room(name: string): Room {
