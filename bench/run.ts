@@ -56,13 +56,6 @@ const FD_MARGIN = 500;
 const IDLE_SOURCES = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
 /** Connections opened before the idle-memory reference point, to warm the server's code paths. */
 const IDLE_WARM = 200;
-/**
- * How long the reference point and the largest one-process point are watched before their
- * settled reading, in milliseconds. A burst of work (a room's presence storm: its first 1,000
- * joins make ~500,000 deliveries) grows V8's heap, and V8 gives it back only when its memory
- * reducer runs once the process is quiet: 25–30 s after the burst here (measured).
- */
-const IDLE_SETTLE_MS = 40_000;
 /** API key of Parley nodes in a cluster idle point, for the one message published through them. */
 const BENCH_API_KEY = "bench-api-key-for-the-cluster-point";
 /** Parley's default `--presence-events-max`. */
@@ -729,9 +722,6 @@ interface IdleResult {
     reached?: number;
     /** Milliseconds from publishing until the last of them had it (to within 100 ms). */
     reachedMs?: number;
-    /** The same, once the server had been idle for {@link IDLE_SETTLE_MS} (largest point). */
-    settledRssMiB?: number;
-    settledBytesPerConnection?: number;
   }[];
   loadavg: string;
 }
@@ -764,9 +754,9 @@ function idleLoaderSpec(
   };
 }
 
-/** RSS after things settle: the median of a few samples taken after a pause of `pauseMs`. */
-async function settledRss(pid: number, pauseMs = 1_500): Promise<number> {
-  await sleep(pauseMs);
+/** RSS after things settle: the median of a few samples taken after a pause. */
+async function settledRss(pid: number): Promise<number> {
+  await sleep(1_500);
   const samples: number[] = [];
   for (let i = 0; i < 5; i++) {
     samples.push(rssBytes(pid));
@@ -807,8 +797,6 @@ async function measureIdle(
     }
     await Promise.all(loaders.map((l) => l.event("connected", CONNECT_MS)));
     const warmRss = await settledRss(server.proc.pid);
-    // The reference point for the settled reading settles as long as that reading will.
-    const warmSettledRss = await settledRss(server.proc.pid, IDLE_SETTLE_MS);
     result = {
       target: target.label,
       run,
@@ -826,19 +814,11 @@ async function measureIdle(
       const events = await Promise.all(loaders.map((l) => l.event("connected", CONNECT_MS)));
       const held = events.reduce((n, e) => n + e.clients, 0);
       const rss = await settledRss(server.proc.pid);
-      const added = Math.max(1, held - IDLE_WARM);
-      const settled = point.connections === largest
-        ? await settledRss(server.proc.pid, IDLE_SETTLE_MS)
-        : undefined;
       result.points.push({
         connections: point.connections,
         held,
         rssMiB: round(rss / 2 ** 20, 1),
-        bytesPerConnection: Math.round((rss - warmRss) / added),
-        ...(settled === undefined ? {} : {
-          settledRssMiB: round(settled / 2 ** 20, 1),
-          settledBytesPerConnection: Math.round((settled - warmSettledRss) / added),
-        }),
+        bytesPerConnection: Math.round((rss - warmRss) / Math.max(1, held - IDLE_WARM)),
       });
     }
     result.loadavg = loadavg();
@@ -1155,7 +1135,6 @@ interface IdleSummary {
     nodes?: number;
     reached?: number;
     reachedMs?: number;
-    settledBytesPerConnection?: number;
   }[];
 }
 
@@ -1181,11 +1160,6 @@ function summarizeIdle(results: IdleResult[]): IdleSummary[] {
         bytesPerConnection: Math.round(
           median(rs.map((r) => r.points[i]?.bytesPerConnection ?? NaN)),
         ),
-        ...(p.settledBytesPerConnection === undefined ? {} : {
-          settledBytesPerConnection: Math.round(
-            median(rs.map((r) => r.points[i]?.settledBytesPerConnection ?? NaN)),
-          ),
-        }),
       };
     }),
   }));
@@ -1286,22 +1260,14 @@ function verdicts(reports: ScenarioReport[]): Verdict[] {
     ) ?? [];
     const largest = measured.at(-1);
     const base = idleBase?.points.find((p) => p.connections === largest?.connections);
-    // Judged once both servers have been idle for IDLE_SETTLE_MS; the early reading is shown too.
-    const early = largest && base?.bytesPerConnection
+    const r = largest && base?.bytesPerConnection
       ? largest.bytesPerConnection! / base.bytesPerConnection
       : undefined;
-    const mineSettled = largest?.settledBytesPerConnection;
-    const baseSettled = base?.settledBytesPerConnection;
-    const r = mineSettled !== undefined && baseSettled ? mineSettled / baseSettled : undefined;
     out.push({
       target: `Idle memory per connection ≤ 1.1× baseline (${target.label})`,
       measured: r === undefined
         ? "—"
-        : `${fmt(r)}× at ${fmt(largest!.connections)} once idle for ${
-          fmt(IDLE_SETTLE_MS / 1000)
-        } s (${fmt(mineSettled!)} B vs ${fmt(baseSettled!)} B); ${fmt(early!)}× ${
-          fmt(1.5)
-        } s after connecting (${fmt(largest!.bytesPerConnection!)} B vs ${
+        : `${fmt(r)}× at ${fmt(largest!.connections)} (${fmt(largest!.bytesPerConnection!)} B vs ${
           fmt(base!.bytesPerConnection!)
         } B)`,
       status: status(r === undefined ? undefined : r <= 1.1),
@@ -1499,20 +1465,12 @@ function markdown(m: Machine, reports: ScenarioReport[]): string {
       const base = report.idle.find((s) => s.target === BASELINE.label);
       push(
         "| server, clients | connections | held | processes | server RSS per connection | " +
-          `vs baseline | after ${fmt(IDLE_SETTLE_MS / 1000)} s idle | vs baseline | ` +
-          "one published message reached |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+          "vs baseline | one published message reached |",
+        "|---|---:|---:|---:|---:|---:|---:|",
       );
       for (const s of report.idle) {
         for (const p of s.points) {
-          const same = base?.points.find((q) => q.connections === p.connections);
-          const b = same?.bytesPerConnection;
-          const bs = same?.settledBytesPerConnection;
-          const settled = p.settledBytesPerConnection === undefined
-            ? "— | —"
-            : `${fmt(p.settledBytesPerConnection / 1024)} KiB | ${
-              bs ? `${fmt(p.settledBytesPerConnection / bs)}×` : "—"
-            }`;
+          const b = base?.points.find((q) => q.connections === p.connections)?.bytesPerConnection;
           const processes = p.nodes === undefined
             ? "1"
             : `${p.nodes}${s.target === BASELINE.label ? "" : " (Redis cluster)"}`;
@@ -1520,10 +1478,10 @@ function markdown(m: Machine, reports: ScenarioReport[]): string {
             p.skipped !== undefined
               ? `| ${s.target} | ${
                 fmt(p.connections)
-              } | — | — | not measured: ${p.skipped} | — | — | — | — |`
+              } | — | — | not measured: ${p.skipped} | — | — |`
               : `| ${s.target} | ${fmt(p.connections)} | ${fmt(p.held ?? 0)} | ${processes} | ${
                 fmt((p.bytesPerConnection ?? 0) / 1024)
-              } KiB | ${b ? `${fmt(p.bytesPerConnection! / b)}×` : "—"} | ${settled} | ${
+              } KiB | ${b ? `${fmt(p.bytesPerConnection! / b)}×` : "—"} | ${
                 p.reached === undefined
                   ? "—"
                   : `${fmt(p.reached)} within ${fmt((p.reachedMs ?? 0) / 1000)} s`
@@ -1660,12 +1618,6 @@ async function main(args: string[]): Promise<void> {
                     : `${p.held}/${p.connections} held${
                       p.nodes === undefined ? "" : ` by ${p.nodes} processes`
                     }, ${fmt((p.bytesPerConnection ?? 0) / 1024)} KiB each${
-                      p.settledBytesPerConnection === undefined
-                        ? ""
-                        : ` (${fmt(p.settledBytesPerConnection / 1024)} KiB after ${
-                          fmt(IDLE_SETTLE_MS / 1000)
-                        } s idle)`
-                    }${
                       p.reached === undefined
                         ? ""
                         : `, one message reached ${p.reached} in ${p.reachedMs} ms`
