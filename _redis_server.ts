@@ -143,7 +143,7 @@ export class RedisServer {
 }
 
 /** A loopback port that was free a moment ago: bind port 0, read it, release it. */
-function freePort(): number {
+export function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = listener.addr as Deno.NetAddr;
   listener.close();

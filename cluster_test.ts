@@ -17,7 +17,7 @@
  */
 import assert from "node:assert/strict";
 import { DEFAULT_REDIS_PREFIX } from "./_redis.ts";
-import { RedisServer, type RedisServerOptions } from "./_redis_server.ts";
+import { freePort, RedisServer, type RedisServerOptions } from "./_redis_server.ts";
 import {
   type Event,
   rawUpgrade,
@@ -266,14 +266,6 @@ async function heartbeats(redis: RedisServer): Promise<Map<string, number>> {
   const scores = new Map<string, number>();
   for (let i = 0; i + 1 < lines.length; i += 2) scores.set(lines[i]!, Number(lines[i + 1]));
   return scores;
-}
-
-/** A loopback port that was free a moment ago. */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
 }
 
 test("cluster delivers a room message to members on every node once, with one id", async () => {

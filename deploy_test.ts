@@ -17,6 +17,7 @@ import { ENV_VARS, parseConfig } from "./config.ts";
 import { DRAIN_APPENDS_MS, DRAIN_SOCKETS_MS } from "./main.ts";
 import { spawnServer, START_PERMISSIONS, TestSocket } from "./_server_testing.ts";
 import { selfSignedCert, tlsWebSocket } from "./_tls_testing.ts";
+import { freePort } from "./_redis_server.ts";
 
 const sanitized = { sanitizeOps: true, sanitizeResources: true, sanitizeExit: true };
 
@@ -60,13 +61,6 @@ function exampleVariables(): { name: string; value: string; active: boolean }[] 
     value: m[3]!,
     active: m[1] === "",
   }));
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr;
-  listener.close();
-  return port;
 }
 
 /** Replaces every match of `pattern` (which must match) with `replacement`. */
