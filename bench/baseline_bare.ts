@@ -10,7 +10,8 @@
  *     deno run --allow-net bench/baseline_bare.ts [PORT]
  *
  * PORT defaults to 0 (a free port); the bound one is printed as
- * `baseline_bare listening on http://127.0.0.1:PORT/`.
+ * `baseline_bare listening on http://127.0.0.1:PORT/`. `GET /count` answers the number of frames
+ * sent so far (the harness's server-side delivery count; one increment per send).
  */
 
 /** Seconds a client may leave a ping unanswered; the same as Parley's default idle timeout. */
@@ -21,6 +22,7 @@ const port = Number(Deno.args[0] ?? "0");
 const hostname = Deno.args[1] ?? "127.0.0.1";
 const sockets = new Set<WebSocket>();
 let lastId = 0;
+let sends = 0;
 
 function broadcast(data: unknown): void {
   if (typeof data !== "string") return;
@@ -40,7 +42,10 @@ function broadcast(data: unknown): void {
     ts: new Date().toISOString(),
   });
   for (const socket of sockets) {
-    if (socket.readyState === WebSocket.OPEN) socket.send(text);
+    if (socket.readyState === WebSocket.OPEN) {
+      socket.send(text);
+      sends++;
+    }
   }
 }
 
@@ -50,7 +55,7 @@ Deno.serve({
   onListen: (addr) => console.log(`baseline_bare listening on http://${hostname}:${addr.port}/`),
 }, (req) => {
   if (req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
-    return new Response("baseline_bare\n");
+    return new Response(new URL(req.url).pathname === "/count" ? String(sends) : "baseline_bare\n");
   }
   const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: IDLE_TIMEOUT_S });
   socket.onopen = () => sockets.add(socket);

@@ -553,6 +553,15 @@ interface LoadResult {
   serverCores: number;
   /** Share of the server's core busy with anything (the server or other work) in the window. */
   serverCoreBusy: number;
+  /**
+   * Events the server wrote to its sockets in the window, by its own count (Parley's
+   * `parley_batch_events_sum`, the baseline's `/count`). CPU per delivery divides by this, not by
+   * what the clients counted: when the load generator falls behind, the kernel holds a backlog
+   * for it, and whatever of that backlog it reads in the window (written before it) would count.
+   */
+  serverDelivered: number;
+  /** What the clients counted over what the server wrote: about 1 unless the loader lagged. */
+  clientCountRatio: number;
   cpuUsPerDelivery: number;
   /** Parley only, from /metrics over the window: frames written, and events per frame. */
   framesOutPerS?: number;
@@ -620,7 +629,7 @@ async function measureLoad(
     await sleep(SETTLE_MS);
     await Promise.all(loaders.map((l) => l.command("start")));
     await sleep(options.warmupMs);
-    const metrics0 = target.server === "parley" ? await scrape(server.port) : undefined;
+    const metrics0 = await scrape(target, server.port);
     const core0 = coreTimes(SERVER_CORE);
     const cpu0 = cpuSeconds(server.proc.pid);
     const loaderCpu0 = loaders.reduce((s, l) => s + cpuSeconds(l.proc.pid), 0);
@@ -636,7 +645,7 @@ async function measureLoad(
     const up1 = uptime();
     const windowS = (performance.now() - t0) / 1000;
     const serverRssMiB = rssBytes(server.proc.pid) / 2 ** 20;
-    const metrics1 = metrics0 === undefined ? undefined : await scrape(server.port);
+    const metrics1 = await scrape(target, server.port);
     const reports: LoaderReport[] = (await Promise.all(reportsPending)).map((e) => e.report);
     await Promise.all(loaders.map((l) => l.command("stop")));
     await Promise.all(loaders.map((l) => l.proc.stop()));
@@ -650,6 +659,8 @@ async function measureLoad(
       for (const [code, n] of Object.entries(report.closes)) closes[code] = (closes[code] ?? 0) + n;
     }
     const serverCpu = cpu1 - cpu0;
+    const frames = metrics1.framesOut - metrics0.framesOut;
+    const serverDelivered = metrics1.eventsOut - metrics0.eventsOut;
     const result: LoadResult = {
       target: target.label,
       run,
@@ -668,15 +679,13 @@ async function measureLoad(
       },
       serverCores: round(serverCpu / windowS, 3),
       serverCoreBusy: round((core1.busy - core0.busy) / Math.max(1, core1.total - core0.total), 3),
-      cpuUsPerDelivery: round(serverCpu * 1e6 / Math.max(1, delivered), 3),
-      ...(metrics0 === undefined || metrics1 === undefined ? {} : (() => {
-        const frames = metrics1.framesOut - metrics0.framesOut;
-        const events = metrics1.deliveries - metrics0.deliveries;
-        return {
-          framesOutPerS: Math.round(frames / windowS),
-          eventsPerFrame: round(events / Math.max(1, frames), 2),
-        };
-      })()),
+      serverDelivered,
+      clientCountRatio: round(delivered / Math.max(1, serverDelivered), 3),
+      cpuUsPerDelivery: round(serverCpu * 1e6 / Math.max(1, serverDelivered), 3),
+      ...(target.server !== "parley" ? {} : {
+        framesOutPerS: Math.round(frames / windowS),
+        eventsPerFrame: round(serverDelivered / Math.max(1, frames), 2),
+      }),
       loaderCores: round((loaderCpu1 - loaderCpu0) / windowS, 3),
       loaderUsPerDelivery: round((loaderCpu1 - loaderCpu0) * 1e6 / Math.max(1, delivered), 3),
       serverRssMiB: round(serverRssMiB, 1),
@@ -693,8 +702,18 @@ async function measureLoad(
   }
 }
 
-/** Parley's outbound counters from `GET /metrics`. */
-async function scrape(port: number): Promise<{ framesOut: number; deliveries: number }> {
+/**
+ * A server's outbound counters: Parley's from `GET /metrics` (frames written, events enqueued,
+ * events written), the baseline's from `GET /count` (frames written; one event each).
+ */
+async function scrape(
+  target: Target,
+  port: number,
+): Promise<{ framesOut: number; deliveries: number; eventsOut: number }> {
+  if (target.server !== "parley") {
+    const sends = Number(await fetch(`http://127.0.0.1:${port}/count`).then((r) => r.text()));
+    return { framesOut: sends, deliveries: sends, eventsOut: sends };
+  }
   const text = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text());
   const value = (name: string) =>
     text.split("\n").filter((line) => line.startsWith(`${name} `) || line.startsWith(`${name}{`))
@@ -702,6 +721,7 @@ async function scrape(port: number): Promise<{ framesOut: number; deliveries: nu
   return {
     framesOut: value("parley_frames_out_total"),
     deliveries: value("parley_deliveries_total"),
+    eventsOut: value("parley_batch_events_sum"),
   };
 }
 
@@ -1077,6 +1097,8 @@ interface LoadSummary {
   p99Ms: number;
   cpuUsPerDelivery: number;
   cpuUsRange: [number, number];
+  /** Lowest and highest {@link LoadResult.clientCountRatio} of the runs. */
+  clientCountRange: [number, number];
   serverCores: number;
   serverCoreBusy: number;
   eventsPerFrame?: number;
@@ -1109,6 +1131,10 @@ function summarizeLoad(results: LoadResult[]): LoadSummary[] {
       p99Ms: round(median(rs.map((r) => r.latencyMs.p99)), 3),
       cpuUsPerDelivery: round(median(cpu), 3),
       cpuUsRange: [Math.min(...cpu), Math.max(...cpu)],
+      clientCountRange: [
+        Math.min(...rs.map((r) => r.clientCountRatio)),
+        Math.max(...rs.map((r) => r.clientCountRatio)),
+      ],
       serverCores: round(median(rs.map((r) => r.serverCores)), 3),
       serverCoreBusy: round(median(rs.map((r) => r.serverCoreBusy)), 3),
       loaderCores: round(median(rs.map((r) => r.loaderCores)), 3),
@@ -1341,6 +1367,14 @@ function warnings(m: Machine, reports: ScenarioReport[]): string[] {
           `${report.name}, ${s.target}: the load generator used up to ${
             fmt(s.loaderCoresMax)
           } of its core and may have limited the run.`,
+        );
+      }
+      const [low, high] = s.clientCountRange;
+      if (low < 0.95 || high > 1.05) {
+        out.push(
+          `${report.name}, ${s.target}: the clients counted ${fmt(low)}–${fmt(high)}× the events ` +
+            `the server wrote in the window: the load generator was behind, and the kernel's ` +
+            `backlog for it moved the count. CPU per delivery uses the server's count.`,
         );
       }
       if (s.deliveredPerS > 50_000 && s.loaderUsPerDelivery > 0.8 * s.cpuUsPerDelivery) {
@@ -1603,6 +1637,10 @@ async function main(args: string[]): Promise<void> {
                 fmt(r.cpuUsPerDelivery)
               } µs CPU/delivery, server ${fmt(r.serverCores)} cores${
                 r.eventsPerFrame === undefined ? "" : `, ${fmt(r.eventsPerFrame)} events/frame`
+              }${
+                Math.abs(r.clientCountRatio - 1) > 0.02
+                  ? `, clients counted ${fmt(r.clientCountRatio)}× the server's events`
+                  : ""
               }, loader ${fmt(r.loaderCores)} cores (${fmt(r.loaderUsPerDelivery)} µs/delivery)${
                 Object.keys(r.closes).length > 0 ? `, closes ${JSON.stringify(r.closes)}` : ""
               }`,
