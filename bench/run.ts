@@ -462,8 +462,9 @@ async function startServer(
       ...prof,
       join(ROOT, "main.ts"),
       ...PARLEY_FLAGS,
-      ...extraParleyFlags,
       `--store=${target.store === "sqlite" ? `sqlite:${join(dir, "parley.db")}` : "memory:"}`,
+      // After the harness's own flags, so an experiment's flag (even --store) wins.
+      ...extraParleyFlags,
       ...extraFlags,
     ];
   const proc = new Proc(target.label, command, SERVER_CORE, FD_HARD_LIMIT);
