@@ -207,7 +207,7 @@ export class MacrotaskFlusher implements FlushScheduler {
     if (next < dirty.length) {
       // The pass spent its budget: the clients it did not reach go first on the next one, ahead
       // of any that it stopped partway (those re-scheduled themselves) or that became dirty.
-      this.#dirty = next === 0 ? dirty : dirty.slice(next).concat(this.#dirty);
+      this.#dirty = dirty.slice(next).concat(this.#dirty);
     }
     if (this.#dirty.length > 0 && !this.#closed) this.#timer ??= setImmediate(this.#run);
     if (this.#heldBack.length > 0 && !this.#closed) {

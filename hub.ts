@@ -5,8 +5,8 @@
  * Ownership and invariants:
  * - The Hub is the only writer of its registry (`#clients`, `#rooms`, `#users`) and of every
  *   client's room list (`Client.addRoom`). It changes them only inside {@link Hub.run}, one
- *   {@link HubEvent} at a time, in the private synchronous `#apply`, which never awaits. Store and broker calls happen before
- *   an event reaches the hub.
+ *   {@link HubEvent} at a time, in the private synchronous `#apply`, which never awaits. Store
+ *   and broker calls happen before an event reaches the hub.
  * - Each broadcast is encoded once ({@link prepare}) and the same string is enqueued to every
  *   recipient; enqueueing never blocks, so one slow client cannot hold up the others.
  * - A join is pending until its `join_ready` event arrives with the replay read from the store.
@@ -235,9 +235,10 @@ export class Hub {
     if (room === undefined || held === undefined) return; // left or disconnected meanwhile
     room.pending.delete(client);
     this.#addLive(client, event.room);
-    const local = this.usersIn(event.room);
+    // Online users: this node's, and the cluster's when presence reported them; sorted once.
+    const local = room.users.keys();
     const users = event.users === undefined
-      ? local
+      ? [...local].sort()
       : [...new Set([...event.users, ...local])].sort();
     const joined: ServerFrame = { type: "joined", room: event.room, lastId, users };
     if (event.recovered !== undefined) joined.recovered = event.recovered;

@@ -388,3 +388,34 @@ Deno.test("Hub.trySend() refuses events when the queue is full instead of growin
   assert.equal(hub.trySend({ type: "join", client, room: "dev" }), false);
   assert.equal(hub.queueDepth, 2);
 });
+
+Deno.test("Hub.run() lists a room's users in joined sorted, this node's and the cluster's once each", async () => {
+  const { hub, flusher, connect } = setup();
+  // Joined in an order that is not alphabetical.
+  const carol = connect({ user: "carol" });
+  const alice = connect({ user: "alice" });
+  const bob = connect({ user: "bob" });
+  const joinDev = (client: typeof carol, users?: string[]): HubEvent[] => [
+    { type: "join", client: client.client, room: "dev" },
+    {
+      type: "join_ready",
+      client: client.client,
+      room: "dev",
+      replay: [],
+      lastId: 0,
+      ...(users === undefined ? {} : { users }),
+    },
+  ];
+  await hub.run([
+    ...[carol, alice, bob].map((c): HubEvent => ({ type: "register", client: c.client })),
+    ...joinDev(carol),
+    ...joinDev(alice),
+    // The cluster's presence adds a user on another node, and repeats one of this node's.
+    ...joinDev(bob, ["zed", "alice", "dave"]),
+  ]);
+  flusher.flushAll();
+  const joined = (c: typeof carol) => c.socket.eventsOf("joined")[0]!.users;
+  assert.deepEqual(joined(carol), ["carol"]);
+  assert.deepEqual(joined(alice), ["alice", "carol"]);
+  assert.deepEqual(joined(bob), ["alice", "bob", "carol", "dave", "zed"]);
+});

@@ -362,38 +362,23 @@ export class Metrics {
       LATENCY_BUCKETS_S,
     );
 
-    new Gauge({
-      name: "parley_process_resident_memory_bytes",
-      help: "Resident set size of the process, in bytes.",
-      registers: [registry],
-      collect() {
-        this.set(Deno.memoryUsage().rss);
-      },
-    });
-    new Gauge({
-      name: "parley_process_heap_used_bytes",
-      help: "V8 heap in use, in bytes.",
-      registers: [registry],
-      collect() {
-        this.set(Deno.memoryUsage().heapUsed);
-      },
-    });
-    new Gauge({
-      name: "parley_process_heap_total_bytes",
-      help: "V8 heap committed (in use or not), in bytes.",
-      registers: [registry],
-      collect() {
-        this.set(Deno.memoryUsage().heapTotal);
-      },
-    });
-    new Gauge({
-      name: "parley_process_external_memory_bytes",
-      help: "Memory of objects V8 tracks outside its heap (buffers), in bytes.",
-      registers: [registry],
-      collect() {
-        this.set(Deno.memoryUsage().external);
-      },
-    });
+    // The process's memory, read from Deno.memoryUsage() at each scrape.
+    const memory: [string, string, keyof Deno.MemoryUsage][] = [
+      ["resident_memory", "Resident set size of the process", "rss"],
+      ["heap_used", "V8 heap in use", "heapUsed"],
+      ["heap_total", "V8 heap committed (in use or not)", "heapTotal"],
+      ["external_memory", "Memory of objects V8 tracks outside its heap (buffers)", "external"],
+    ];
+    for (const [name, help, field] of memory) {
+      new Gauge({
+        name: `parley_process_${name}_bytes`,
+        help: `${help}, in bytes.`,
+        registers: [registry],
+        collect() {
+          this.set(Deno.memoryUsage()[field]);
+        },
+      });
+    }
     new Gauge({
       name: "parley_build_info",
       help: "Always 1; the labels name the server version and its runtime.",
