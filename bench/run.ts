@@ -525,6 +525,16 @@ class LoaderProc {
   command(cmd: string, extra: Record<string, unknown> = {}): Promise<void> {
     return this.proc.send(JSON.stringify({ cmd, ...extra }));
   }
+
+  /** Sends `cmd` and waits for its answer `ev` (listening first, so the answer cannot be missed). */
+  async ask<K extends LoaderEvent["ev"]>(
+    cmd: string,
+    ev: K,
+  ): Promise<Extract<LoaderEvent, { ev: K }>> {
+    const answer = this.event(ev, REPORT_MS);
+    await this.command(cmd);
+    return await answer;
+  }
 }
 
 /** Splits `total` into `parts` near-equal integer shares. */
@@ -704,16 +714,16 @@ async function measureLoad(
 }
 
 /**
- * A server's outbound counters: Parley's from `GET /metrics` (frames written, events enqueued,
- * events written), the baseline's from `GET /count` (frames written; one event each).
+ * A server's outbound counters: Parley's from `GET /metrics` (frames and events written), the
+ * baseline's from `GET /count` (frames written; one event each).
  */
 async function scrape(
   target: Target,
   port: number,
-): Promise<{ framesOut: number; deliveries: number; eventsOut: number }> {
+): Promise<{ framesOut: number; eventsOut: number }> {
   if (target.server !== "parley") {
     const sends = Number(await fetch(`http://127.0.0.1:${port}/count`).then((r) => r.text()));
-    return { framesOut: sends, deliveries: sends, eventsOut: sends };
+    return { framesOut: sends, eventsOut: sends };
   }
   const text = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text());
   const value = (name: string) =>
@@ -721,7 +731,6 @@ async function scrape(
       .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(" ") + 1)), 0);
   return {
     framesOut: value("parley_frames_out_total"),
-    deliveries: value("parley_deliveries_total"),
     eventsOut: value("parley_batch_events_sum"),
   };
 }
@@ -954,11 +963,9 @@ async function publishAndCount(
   let reachedMs = 0;
   while (performance.now() - started < PUBLISH_WAIT_MS) {
     await sleep(PUBLISH_POLL_MS);
-    const counts = await Promise.all(loaders.map(async (l) => {
-      const answer = l.event("peeked", REPORT_MS);
-      await l.command("peek");
-      return (await answer).delivered;
-    }));
+    const counts = await Promise.all(
+      loaders.map(async (l) => (await l.ask("peek", "peeked")).delivered),
+    );
     const now = counts.reduce((a, b) => a + b, 0);
     if (now > reached) {
       reached = now;
@@ -966,11 +973,7 @@ async function publishAndCount(
     }
     if (reached >= expected) break;
   }
-  await Promise.all(loaders.map(async (l) => {
-    const answer = l.event("report", REPORT_MS);
-    await l.command("report");
-    await answer;
-  }));
+  await Promise.all(loaders.map((l) => l.ask("report", "report")));
   return { reached, reachedMs: Math.round(reachedMs) };
 }
 

@@ -1,6 +1,6 @@
 /**
  * Where a room's presence storm leaves memory, over time: starts a Parley server (`memory:` store,
- * pinned to core 0 when `taskset` exists), opens `clients` WebSocket connections in bursts of
+ * the permissions of `deno task start`), opens `clients` WebSocket connections in bursts of
  * `burst` (each burst waits for the previous one to open), then reads the server's memory gauges
  * from `/metrics` every `every` seconds for `seconds` seconds. One JSON line per reading.
  *
@@ -12,7 +12,7 @@
  * runs, about half a minute later.
  */
 import { parseArgs } from "node:util";
-import { freePort } from "../_redis_server.ts";
+import { spawnServer } from "../_server_testing.ts";
 
 const { values, positionals } = parseArgs({
   args: Deno.args,
@@ -30,30 +30,16 @@ const burst = Number(values.burst);
 const seconds = Number(values.seconds);
 const every = Number(values.every);
 
-const port = freePort();
-const main = new URL("../main.ts", import.meta.url).pathname;
-const serverArgs = [
-  "run",
-  "-A",
-  main,
-  `--port=${port}`,
-  "--host=127.0.0.1",
+await using server = await spawnServer([
   "--store=memory:",
   "--log-level=warning",
   `--max-connections-per-ip=${clients + 100}`,
   ...positionals,
-];
-const pinned = await new Deno.Command("taskset", { args: ["-c", "0", "true"] }).output()
-  .then((o) => o.success, () => false);
-const server = new Deno.Command(pinned ? "taskset" : Deno.execPath(), {
-  args: pinned ? ["-c", "0", Deno.execPath(), ...serverArgs] : serverArgs,
-  stdout: "null",
-  stderr: "null",
-}).spawn();
+]);
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function gauges(): Promise<Record<string, number>> {
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const text = await (await fetch(new URL("/metrics", server.url))).text();
   const mib = (name: string) =>
     Math.round(Number(text.match(new RegExp(`^${name} (\\S+)`, "m"))?.[1] ?? NaN) / 2 ** 17) / 8;
   return {
@@ -66,15 +52,7 @@ async function gauges(): Promise<Record<string, number>> {
 
 const sockets: WebSocket[] = [];
 try {
-  for (let waited = 0;; waited += 100) {
-    if (waited > 30_000) throw new Error("The server did not start within 30 s");
-    if (
-      await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.body?.cancel(), () => false) !==
-        false
-    ) break;
-    await pause(100);
-  }
-  const url = `ws://127.0.0.1:${port}/ws`;
+  const url = server.ws();
   let frames = 0;
   const started = performance.now();
   for (let i = 0; i < clients; i += burst) {
@@ -104,8 +82,6 @@ try {
     console.log(JSON.stringify({ afterS: t, framesReceived: frames, ...await gauges() }));
   }
 } finally {
+  // The server itself is stopped by `await using` when the module ends.
   for (const socket of sockets) socket.close();
-  server.kill("SIGKILL");
-  await server.status;
 }
-Deno.exit(0);
