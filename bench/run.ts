@@ -19,7 +19,9 @@
  * senders, waits out a warm-up, then opens a window: server and loader CPU (utime+stime from
  * /proc/<pid>/stat) and the loader's counters are taken at both ends. Results are medians over
  * `--runs` runs (the order of servers rotates between runs) and ratios to the baseline of the same
- * run. Writes `bench/results/<date>[-quick].json` and the results section of BENCHMARKS.md
+ * run. The `sqlite` scenario compares in adjacent pairs instead (SQLite and `memory:` back to
+ * back, which goes first alternating) over at least five pairs, and its verdict is the median of
+ * the per-pair ratios: a 5–10% effect is below the ±15% spread between single runs here. Writes `bench/results/<date>[-quick].json` and the results section of BENCHMARKS.md
  * (between its markers) unless `--no-write`.
  *
  * `--quick` is for development and CI smoke: one run, 1 s warm-up, 3 s window, 200 clients (1,000
@@ -83,6 +85,8 @@ const PARLEY_FLAGS = [
   "--outbox-messages=4096",
   "--outbox-bytes=4MiB",
 ];
+/** Pairs of SQLite and `memory:` runs per client kind in a full run (see `sqlite`). */
+const SQLITE_MIN_PAIRS = 5;
 /** Functions listed in a profile summary. */
 const PROFILE_TOP = 15;
 
@@ -106,7 +110,7 @@ interface Options {
 type ServerKind = "baseline" | "parley";
 
 /** One server configuration and client kind under test. */
-interface Target {
+export interface Target {
   label: string;
   server: ServerKind;
   protocol?: string;
@@ -132,6 +136,14 @@ interface LoadScenario {
   /** Messages per second in, for `rate` mode. */
   rate: number;
   targets: Target[];
+  /**
+   * The targets are pairs to compare (`[A, B, C, D]` compares B with A and D with C): each run
+   * measures the two of a pair back to back, first-measured alternating between runs, so a
+   * drift in the machine's speed falls on both alike; see {@link runOrder}.
+   */
+  paired?: boolean;
+  /** Runs at least this many times, whatever `--runs` says. */
+  minRuns?: number;
 }
 
 interface IdleScenario {
@@ -217,6 +229,10 @@ function scenarios(quick: boolean): Scenario[] {
         PARLEY_PLAIN,
         { ...PARLEY_PLAIN, label: "Parley, plain, SQLite", store: "sqlite" },
       ],
+      // A 5–10% effect under a run-to-run spread of ±15% on this kind of machine: compared
+      // within adjacent pairs, over more of them than the other scenarios' three runs.
+      paired: true,
+      minRuns: quick ? 1 : SQLITE_MIN_PAIRS,
     },
     {
       kind: "profile",
@@ -549,7 +565,7 @@ function shares(total: number, parts: number): number[] {
 // Measurements
 
 /** One load measurement of one target. */
-interface LoadResult {
+export interface LoadResult {
   target: string;
   run: number;
   clients: number;
@@ -1205,7 +1221,57 @@ interface ScenarioReport {
   load?: LoadSummary[];
   idle?: IdleSummary[];
   profiles?: { target: string; result: LoadResult }[];
+  /** For a paired scenario: the second target of each pair against the first, run by run. */
+  pairs?: PairRatios[];
   raw: (LoadResult | IdleResult)[];
+}
+
+/** One paired comparison of a {@link LoadScenario} with `paired` set. */
+interface PairRatios {
+  /** The target measured against `base`. */
+  target: string;
+  base: string;
+  /** Per run: the target's events written per second over the base's, both server-counted. */
+  ratios: number[];
+  median: number;
+}
+
+/**
+ * The order of a run's measurements. Unpaired, it rotates by one per run, so a drift in the
+ * machine's load does not always favour one server. Paired, each pair stays adjacent: the pairs
+ * rotate, and which of a pair goes first alternates (A B, then B A), so a steady drift costs
+ * each side of a pair the same over two runs.
+ */
+export function runOrder<T>(targets: readonly T[], run: number, paired: boolean): T[] {
+  const rotate = <U>(list: readonly U[]) => list.map((_, i) => list[(i + run - 1) % list.length]!);
+  if (!paired) return rotate(targets);
+  if (targets.length % 2 !== 0) throw new Error("A paired scenario needs an even target count");
+  const pairs: T[][] = [];
+  for (let i = 0; i < targets.length; i += 2) {
+    pairs.push(run % 2 === 1 ? [targets[i]!, targets[i + 1]!] : [targets[i + 1]!, targets[i]!]);
+  }
+  return rotate(pairs).flat();
+}
+
+/** Each pair's second target over its first, per run, by the servers' own counts. */
+export function pairRatios(targets: readonly Target[], raw: LoadResult[]): PairRatios[] {
+  const out: PairRatios[] = [];
+  for (let i = 0; i + 1 < targets.length; i += 2) {
+    const base = targets[i]!.label;
+    const target = targets[i + 1]!.label;
+    const rate = (label: string, run: number) => {
+      const r = raw.find((x) => x.target === label && x.run === run);
+      return r === undefined ? undefined : r.serverDelivered / r.windowS;
+    };
+    const ratios: number[] = [];
+    for (const run of new Set(raw.map((r) => r.run))) {
+      const a = rate(base, run);
+      const b = rate(target, run);
+      if (a !== undefined && b !== undefined && a > 0) ratios.push(round(b / a, 4));
+    }
+    out.push({ target, base, ratios, median: round(median(ratios), 4) });
+  }
+  return out;
 }
 
 interface Verdict {
@@ -1331,15 +1397,21 @@ function verdicts(reports: ScenarioReport[]): Verdict[] {
         : "missed",
     });
   }
-  const sq = find("sqlite")?.load;
+  const sqlite = find("sqlite");
   for (const target of [PARLEY_V1, PARLEY_PLAIN]) {
-    const mem = sq?.find((s) => s.target === target.label);
-    const lite = sq?.find((s) => s.target === `${target.label}, SQLite`);
-    // Throughput by the servers' own count, like CPU per delivery (the clients' may lag).
-    const r = mem && lite ? lite.writtenPerS / mem.writtenPerS : undefined;
+    const mem = sqlite?.load?.find((s) => s.target === target.label);
+    const lite = sqlite?.load?.find((s) => s.target === `${target.label}, SQLite`);
+    // Throughput by the servers' own count, like CPU per delivery (the clients' may lag), and
+    // compared within each adjacent pair of runs: the median of those ratios.
+    const pair = sqlite?.pairs?.find((p) => p.base === target.label);
+    const r = pair === undefined || pair.ratios.length === 0 ? undefined : pair.median;
     out.push({
       target: `SQLite costs ≤ 10% throughput vs memory: (${target.label})`,
-      measured: r === undefined ? "—" : `${fmt(r * 100)}% of memory's throughput`,
+      measured: r === undefined
+        ? "—"
+        : `${fmt(r * 100)}% of memory's throughput (median of ${pair!.ratios.length} pairs, ${
+          fmt(100 * Math.min(...pair!.ratios))
+        }–${fmt(100 * Math.max(...pair!.ratios))}%)`,
       status: fair(r === undefined ? undefined : r >= 0.9, mem, lite),
     });
   }
@@ -1466,7 +1538,9 @@ function markdown(m: Machine, reports: ScenarioReport[]): string {
     `- Command: \`${m.command}\``,
     `- Machine: ${m.nproc} cores, ${m.cpu}, ${m.memoryGiB} GiB; Deno ${m.deno} (V8 ${m.v8}); ` +
       `commit ${m.commit}`,
-    `- Method: ${m.runs} run(s) per server, medians shown; ${m.warmupS} s warm-up, ${m.windowS} s ` +
+    `- Method: ${m.runs} run(s) per server (the SQLite comparison: at least ${
+      m.mode === "quick" ? 1 : SQLITE_MIN_PAIRS
+    } adjacent pairs), medians shown; ${m.warmupS} s warm-up, ${m.windowS} s ` +
       `window; servers pinned to core ${SERVER_CORE}, load generator (${m.loaders} process(es)) ` +
       `to core ${LOADER_CORE}${m.taskset ? "" : " — taskset missing, nothing pinned"}.`,
     `- Load average at start / end: ${m.loadavgStart} / ${m.loadavgEnd}. Other work on the ` +
@@ -1506,6 +1580,14 @@ function markdown(m: Machine, reports: ScenarioReport[]): string {
         );
       }
       push("");
+      for (const p of report.pairs ?? []) {
+        push(
+          `${p.target} ÷ ${p.base}, events written per second (server-counted), run by run in ` +
+            `adjacent pairs: ${p.ratios.map((r) => `${fmt(100 * r)}%`).join(", ")}; median ` +
+            `**${fmt(100 * p.median)}%**.`,
+          "",
+        );
+      }
     }
     if (report.idle !== undefined) {
       const base = report.idle.find((s) => s.target === BASELINE.label);
@@ -1633,12 +1715,10 @@ async function main(args: string[]): Promise<void> {
         }
       }
     } else {
-      for (let run = 1; run <= options.runs; run++) {
-        // Rotate the order so drift in the machine's load does not always favour one server.
-        const order = scenario.targets.map((_, i) =>
-          scenario.targets[(i + run - 1) % scenario.targets.length]!
-        );
-        for (const target of order) {
+      const runs = Math.max(options.runs, scenario.kind === "load" ? scenario.minRuns ?? 0 : 0);
+      for (let run = 1; run <= runs; run++) {
+        const paired = scenario.kind === "load" && scenario.paired === true;
+        for (const target of runOrder(scenario.targets, run, paired)) {
           if (scenario.kind === "load") {
             const r = await measureLoad(scenario, target, run, options);
             report.raw.push(r);
@@ -1677,8 +1757,12 @@ async function main(args: string[]): Promise<void> {
           }
         }
       }
-      if (scenario.kind === "load") report.load = summarizeLoad(report.raw as LoadResult[]);
-      else report.idle = summarizeIdle(report.raw as IdleResult[]);
+      if (scenario.kind === "load") {
+        report.load = summarizeLoad(report.raw as LoadResult[]);
+        if (scenario.paired) {
+          report.pairs = pairRatios(scenario.targets, report.raw as LoadResult[]);
+        }
+      } else report.idle = summarizeIdle(report.raw as IdleResult[]);
     }
     reports.push(report);
   }
