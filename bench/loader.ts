@@ -27,7 +27,9 @@
  *    answers `connected` again; `start` begins sending; `mark` zeroes the counters (the
  *    measurement window opens); `peek` answers `{"ev":"peeked","delivered":N}` and leaves the
  *    window open; `report` answers `{"ev":"report",…}` with what happened since the
- *    mark; `stop` closes every socket and exits.
+ *    mark; `pause` stops sending (closed-loop messages in flight still come back, and start
+ *    nothing) and answers `{"ev":"paused"}`, and a later `start` resumes; `stop` closes every
+ *    socket and exits.
  *
  * Sending: `rate` mode spreads `spec.rate` messages per second over the senders, on a clock (open
  * loop: a server that falls behind builds a backlog, which the report shows); `closed` mode has
@@ -99,6 +101,7 @@ export type LoaderEvent =
   | { ev: "connected"; clients: number; failed: number; protocols: Record<string, number> }
   | { ev: "report"; report: LoaderReport }
   | { ev: "peeked"; delivered: number }
+  | { ev: "paused" }
   | { ev: "error"; message: string };
 
 /** What happened between `mark` and `report`. */
@@ -123,7 +126,7 @@ export interface LoaderReport {
 
 type Command =
   | { cmd: "connect"; clients: number }
-  | { cmd: "start" | "mark" | "peek" | "report" | "stop" };
+  | { cmd: "start" | "pause" | "mark" | "peek" | "report" | "stop" };
 
 const decoder = new TextDecoder();
 const clock = () => performance.timeOrigin + performance.now();
@@ -356,9 +359,14 @@ class Loader {
     return report;
   }
 
-  stop(): void {
+  /** Stops sending until the next {@link start}; the sockets stay open. */
+  pause(): void {
     clearInterval(this.#timer);
     this.#sending = false;
+  }
+
+  stop(): void {
+    this.pause();
     this.#polling = false;
     for (const socket of this.#sockets) socket.close();
   }
@@ -420,6 +428,10 @@ async function main(): Promise<void> {
           break;
         case "report":
           emit({ ev: "report", report: loader.report() });
+          break;
+        case "pause":
+          loader.pause();
+          emit({ ev: "paused" });
           break;
         case "stop":
           loader.stop();

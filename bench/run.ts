@@ -19,9 +19,10 @@
  * senders, waits out a warm-up, then opens a window: server and loader CPU (utime+stime from
  * /proc/<pid>/stat) and the loader's counters are taken at both ends. Results are medians over
  * `--runs` runs (the order of servers rotates between runs) and ratios to the baseline of the same
- * run. The `sqlite` scenario compares in adjacent pairs instead (SQLite and `memory:` back to
- * back, which goes first alternating) over at least five pairs, and its verdict is the median of
- * the per-pair ratios: a 5–10% effect is below the ±15% spread between single runs here. Writes `bench/results/<date>[-quick].json` and the results section of BENCHMARKS.md
+ * run. The `sqlite` scenario instead runs a SQLite and a `memory:` server side by side and loads
+ * them in turn, in interleaved pairs of short windows (see {@link measureInterleaved}); its
+ * verdict is the median of the per-pair ratios: a 5–10% effect is below the ±15% spread that
+ * separate runs show here. Writes `bench/results/<date>[-quick].json` and the results section of BENCHMARKS.md
  * (between its markers) unless `--no-write`.
  *
  * `--quick` is for development and CI smoke: one run, 1 s warm-up, 3 s window, 200 clients (1,000
@@ -85,8 +86,13 @@ const PARLEY_FLAGS = [
   "--outbox-messages=4096",
   "--outbox-bytes=4MiB",
 ];
-/** Pairs of SQLite and `memory:` runs per client kind in a full run (see `sqlite`). */
-const SQLITE_MIN_PAIRS = 5;
+/** Interleaved pairs of SQLite and `memory:` windows per client kind in a full run. */
+const SQLITE_PAIRS = 12;
+/** Warm-up and window of one interleaved slice (see {@link measureInterleaved}), full and quick. */
+const SLICE = { warmupMs: 500, windowMs: 2_000 };
+const SLICE_QUICK = { warmupMs: 300, windowMs: 1_000 };
+/** Pause after a slice, for the closed loop's messages in flight to come back. */
+const SLICE_DRAIN_MS = 300;
 /** Functions listed in a profile summary. */
 const PROFILE_TOP = 15;
 
@@ -137,13 +143,11 @@ interface LoadScenario {
   rate: number;
   targets: Target[];
   /**
-   * The targets are pairs to compare (`[A, B, C, D]` compares B with A and D with C): each run
-   * measures the two of a pair back to back, first-measured alternating between runs, so a
-   * drift in the machine's speed falls on both alike; see {@link runOrder}.
+   * When set, the targets are pairs to compare (`[A, B, C, D]` compares B with A and D with C),
+   * each pair measured in this many interleaved pairs of short windows instead of `--runs`
+   * separate runs; see {@link measureInterleaved}.
    */
-  paired?: boolean;
-  /** Runs at least this many times, whatever `--runs` says. */
-  minRuns?: number;
+  pairs?: number;
 }
 
 interface IdleScenario {
@@ -229,10 +233,9 @@ function scenarios(quick: boolean): Scenario[] {
         PARLEY_PLAIN,
         { ...PARLEY_PLAIN, label: "Parley, plain, SQLite", store: "sqlite" },
       ],
-      // A 5–10% effect under a run-to-run spread of ±15% on this kind of machine: compared
-      // within adjacent pairs, over more of them than the other scenarios' three runs.
-      paired: true,
-      minRuns: quick ? 1 : SQLITE_MIN_PAIRS,
+      // A 5–10% effect under a run-to-run spread of ±15% on this kind of machine: compared in
+      // interleaved windows, over more of them than the other scenarios' three runs.
+      pairs: quick ? 2 : SQLITE_PAIRS,
     },
     {
       kind: "profile",
@@ -615,11 +618,42 @@ async function measureLoad(
   options: Options,
   profileDir?: string,
 ): Promise<LoadResult> {
+  const session = await openSession(scenario, target, options, profileDir);
+  try {
+    const { result, up0, up1 } = await measureWindow(
+      session,
+      run,
+      options.warmupMs,
+      options.windowMs,
+    );
+    await closeSession(session);
+    if (profileDir !== undefined) result.profile = await summarizeProfile(profileDir, up0, up1);
+    return result;
+  } finally {
+    await closeSession(session);
+  }
+}
+
+/** A server under test with its load generators connected, senders idle. */
+interface Session {
+  target: Target;
+  server: Server;
+  loaders: LoaderProc[];
+  clients: number;
+}
+
+/** Starts a server for `target` and connects the scenario's clients to it; sends nothing yet. */
+async function openSession(
+  scenario: LoadScenario | ProfileScenario,
+  target: Target,
+  options: Options,
+  profileDir?: string,
+): Promise<Session> {
   const mode = scenario.kind === "load" ? scenario.mode : "closed";
   const senders = scenario.kind === "load" ? scenario.senders : 20;
   const rate = scenario.kind === "load" ? scenario.rate : 0;
   const server = await startServer(target, profileDir);
-  const loaders: LoaderProc[] = [];
+  const session: Session = { target, server, loaders: [], clients: 0 };
   try {
     const clientShares = shares(scenario.clients, options.loaders);
     const senderShares = shares(senders, options.loaders);
@@ -643,89 +677,154 @@ async function measureLoad(
         bulkIntervalMs: BULK_INTERVAL_MS,
       };
       offset += spec.clients;
-      loaders.push(new LoaderProc(spec));
+      session.loaders.push(new LoaderProc(spec));
     }
+    const loaders = session.loaders;
     const connected = await Promise.all(loaders.map((l) => l.event("connected", CONNECT_MS)));
-    const clients = connected.reduce((n, e) => n + e.clients, 0);
+    session.clients = connected.reduce((n, e) => n + e.clients, 0);
     const failed = connected.reduce((n, e) => n + e.failed, 0);
     if (failed > 0) console.error(`  ${failed} clients failed to connect`);
     if (target.protocol !== undefined) {
       const echoed = connected.reduce((n, e) => n + (e.protocols[target.protocol!] ?? 0), 0);
-      if (echoed !== clients) throw new Error(`Server echoed ${target.protocol} to ${echoed}`);
+      if (echoed !== session.clients) {
+        throw new Error(`Server echoed ${target.protocol} to ${echoed}`);
+      }
     }
     await sleep(SETTLE_MS);
-    await Promise.all(loaders.map((l) => l.command("start")));
-    await sleep(options.warmupMs);
-    const metrics0 = await scrape(target, server.port);
-    const core0 = coreTimes(SERVER_CORE);
-    const cpu0 = cpuSeconds(server.proc.pid);
-    const loaderCpu0 = loaders.reduce((s, l) => s + cpuSeconds(l.proc.pid), 0);
-    const up0 = uptime();
-    const t0 = performance.now();
-    await Promise.all(loaders.map((l) => l.command("mark")));
-    await sleep(options.windowMs);
-    const reportsPending = loaders.map((l) => l.event("report", REPORT_MS));
-    await Promise.all(loaders.map((l) => l.command("report")));
-    const cpu1 = cpuSeconds(server.proc.pid);
-    const core1 = coreTimes(SERVER_CORE);
-    const loaderCpu1 = loaders.reduce((s, l) => s + cpuSeconds(l.proc.pid), 0);
-    const up1 = uptime();
-    const windowS = (performance.now() - t0) / 1000;
-    const serverRssMiB = rssBytes(server.proc.pid) / 2 ** 20;
-    const metrics1 = await scrape(target, server.port);
-    const reports: LoaderReport[] = (await Promise.all(reportsPending)).map((e) => e.report);
-    await Promise.all(loaders.map((l) => l.command("stop")));
-    await Promise.all(loaders.map((l) => l.proc.stop()));
-    loaders.length = 0;
+    return session;
+  } catch (error) {
+    await closeSession(session);
+    throw error;
+  }
+}
 
-    const sent = reports.reduce((n, r) => n + r.sent, 0);
-    const delivered = reports.reduce((n, r) => n + r.delivered, 0);
-    const latencies = reports.flatMap((r) => r.latencies).sort((a, b) => a - b);
-    const closes: Record<string, number> = {};
-    for (const report of reports) {
-      for (const [code, n] of Object.entries(report.closes)) closes[code] = (closes[code] ?? 0) + n;
+/** Stops the session's load generators and server; idempotent. */
+async function closeSession(session: Session): Promise<void> {
+  const loaders = session.loaders.splice(0);
+  await Promise.all(loaders.map((l) => l.command("stop").catch(() => {})));
+  await Promise.all(loaders.map((l) => l.proc.stop()));
+  await stopServer(session.server);
+}
+
+/**
+ * Starts (or resumes) the session's senders, waits `warmupMs`, measures a `windowMs` window, and
+ * pauses the senders again, so the session can be measured again later. Returns the result and
+ * the machine's uptime at both ends of the window (for a profile's time range).
+ */
+async function measureWindow(
+  session: Session,
+  run: number,
+  warmupMs: number,
+  windowMs: number,
+): Promise<{ result: LoadResult; up0: number; up1: number }> {
+  const { target, server, loaders, clients } = session;
+  await Promise.all(loaders.map((l) => l.command("start")));
+  await sleep(warmupMs);
+  const metrics0 = await scrape(target, server.port);
+  const core0 = coreTimes(SERVER_CORE);
+  const cpu0 = cpuSeconds(server.proc.pid);
+  const loaderCpu0 = loaders.reduce((s, l) => s + cpuSeconds(l.proc.pid), 0);
+  const up0 = uptime();
+  const t0 = performance.now();
+  await Promise.all(loaders.map((l) => l.command("mark")));
+  await sleep(windowMs);
+  const reportsPending = loaders.map((l) => l.event("report", REPORT_MS));
+  await Promise.all(loaders.map((l) => l.command("report")));
+  const cpu1 = cpuSeconds(server.proc.pid);
+  const core1 = coreTimes(SERVER_CORE);
+  const loaderCpu1 = loaders.reduce((s, l) => s + cpuSeconds(l.proc.pid), 0);
+  const up1 = uptime();
+  const windowS = (performance.now() - t0) / 1000;
+  const serverRssMiB = rssBytes(server.proc.pid) / 2 ** 20;
+  const metrics1 = await scrape(target, server.port);
+  const reports: LoaderReport[] = (await Promise.all(reportsPending)).map((e) => e.report);
+  await Promise.all(loaders.map((l) => l.ask("pause", "paused")));
+
+  const sent = reports.reduce((n, r) => n + r.sent, 0);
+  const delivered = reports.reduce((n, r) => n + r.delivered, 0);
+  const latencies = reports.flatMap((r) => r.latencies).sort((a, b) => a - b);
+  const closes: Record<string, number> = {};
+  for (const report of reports) {
+    for (const [code, n] of Object.entries(report.closes)) closes[code] = (closes[code] ?? 0) + n;
+  }
+  const serverCpu = cpu1 - cpu0;
+  const frames = metrics1.framesOut - metrics0.framesOut;
+  const serverDelivered = metrics1.eventsOut - metrics0.eventsOut;
+  const result: LoadResult = {
+    target: target.label,
+    run,
+    clients,
+    windowS: round(windowS, 3),
+    sent,
+    sentPerS: round(sent / windowS, 1),
+    delivered,
+    deliveredPerS: Math.round(delivered / windowS),
+    keepUp: round(delivered / Math.max(1, sent * clients), 4),
+    latencyMs: {
+      p50: round(percentile(latencies, 0.5), 3),
+      p99: round(percentile(latencies, 0.99), 3),
+      max: round(latencies.at(-1) ?? NaN, 3),
+      samples: latencies.length,
+    },
+    serverCores: round(serverCpu / windowS, 3),
+    serverCoreBusy: round((core1.busy - core0.busy) / Math.max(1, core1.total - core0.total), 3),
+    serverDelivered,
+    clientCountRatio: round(delivered / Math.max(1, serverDelivered), 3),
+    cpuUsPerDelivery: round(serverCpu * 1e6 / Math.max(1, serverDelivered), 3),
+    ...(target.server !== "parley" ? {} : {
+      framesOutPerS: Math.round(frames / windowS),
+      eventsPerFrame: round(serverDelivered / Math.max(1, frames), 2),
+    }),
+    loaderCores: round((loaderCpu1 - loaderCpu0) / windowS, 3),
+    loaderUsPerDelivery: round((loaderCpu1 - loaderCpu0) * 1e6 / Math.max(1, delivered), 3),
+    serverRssMiB: round(serverRssMiB, 1),
+    closes,
+    resends: reports.reduce((n, r) => n + r.resends, 0),
+    loadavg: loadavg(),
+  };
+  return { result, up0, up1 };
+}
+
+/**
+ * Measures two targets in interleaved slices: both servers run at once (both pinned to the
+ * server core, with their clients connected), and only one has its senders running at a time.
+ * After a warm-up slice each, `pairs` pairs of short windows follow, which of a pair goes first
+ * alternating (A B, B A, A B, …), each window after a short warm-up and with a pause for the
+ * messages in flight to drain between windows. A drift in the machine's speed, which moves single
+ * runs here by ±15% over tens of seconds, then falls on both targets alike within each pair.
+ * Each window is one {@link LoadResult}, its `run` the pair's number.
+ */
+async function measureInterleaved(
+  scenario: LoadScenario,
+  a: Target,
+  b: Target,
+  pairs: number,
+  options: Options,
+  log: (result: LoadResult) => void,
+): Promise<LoadResult[]> {
+  const sessions: Session[] = [];
+  try {
+    // One at a time: two connection storms at once would only slow each other.
+    for (const target of [a, b]) sessions.push(await openSession(scenario, target, options));
+    const [first, second] = sessions as [Session, Session];
+    const slice = options.quick ? SLICE_QUICK : SLICE;
+    const drain = () => sleep(SLICE_DRAIN_MS);
+    for (const session of sessions) {
+      await measureWindow(session, 0, slice.warmupMs, slice.windowMs);
+      await drain();
     }
-    const serverCpu = cpu1 - cpu0;
-    const frames = metrics1.framesOut - metrics0.framesOut;
-    const serverDelivered = metrics1.eventsOut - metrics0.eventsOut;
-    const result: LoadResult = {
-      target: target.label,
-      run,
-      clients,
-      windowS: round(windowS, 3),
-      sent,
-      sentPerS: round(sent / windowS, 1),
-      delivered,
-      deliveredPerS: Math.round(delivered / windowS),
-      keepUp: round(delivered / Math.max(1, sent * clients), 4),
-      latencyMs: {
-        p50: round(percentile(latencies, 0.5), 3),
-        p99: round(percentile(latencies, 0.99), 3),
-        max: round(latencies.at(-1) ?? NaN, 3),
-        samples: latencies.length,
-      },
-      serverCores: round(serverCpu / windowS, 3),
-      serverCoreBusy: round((core1.busy - core0.busy) / Math.max(1, core1.total - core0.total), 3),
-      serverDelivered,
-      clientCountRatio: round(delivered / Math.max(1, serverDelivered), 3),
-      cpuUsPerDelivery: round(serverCpu * 1e6 / Math.max(1, serverDelivered), 3),
-      ...(target.server !== "parley" ? {} : {
-        framesOutPerS: Math.round(frames / windowS),
-        eventsPerFrame: round(serverDelivered / Math.max(1, frames), 2),
-      }),
-      loaderCores: round((loaderCpu1 - loaderCpu0) / windowS, 3),
-      loaderUsPerDelivery: round((loaderCpu1 - loaderCpu0) * 1e6 / Math.max(1, delivered), 3),
-      serverRssMiB: round(serverRssMiB, 1),
-      closes,
-      resends: reports.reduce((n, r) => n + r.resends, 0),
-      loadavg: loadavg(),
-    };
-    await stopServer(server);
-    if (profileDir !== undefined) result.profile = await summarizeProfile(profileDir, up0, up1);
-    return result;
+    const results: LoadResult[] = [];
+    for (let pair = 1; pair <= pairs; pair++) {
+      for (const session of runOrder([first, second], pair, true)) {
+        const { result } = await measureWindow(session, pair, slice.warmupMs, slice.windowMs);
+        results.push(result);
+        log(result);
+        await drain();
+      }
+    }
+    return results;
   } finally {
-    await Promise.all(loaders.map((l) => l.proc.stop()));
-    await stopServer(server);
+    for (const session of sessions) await closeSession(session);
   }
 }
 
@@ -1221,7 +1320,7 @@ interface ScenarioReport {
   load?: LoadSummary[];
   idle?: IdleSummary[];
   profiles?: { target: string; result: LoadResult }[];
-  /** For a paired scenario: the second target of each pair against the first, run by run. */
+  /** For a paired scenario: the second target of each pair against the first, pair by pair. */
   pairs?: PairRatios[];
   raw: (LoadResult | IdleResult)[];
 }
@@ -1402,7 +1501,7 @@ function verdicts(reports: ScenarioReport[]): Verdict[] {
     const mem = sqlite?.load?.find((s) => s.target === target.label);
     const lite = sqlite?.load?.find((s) => s.target === `${target.label}, SQLite`);
     // Throughput by the servers' own count, like CPU per delivery (the clients' may lag), and
-    // compared within each adjacent pair of runs: the median of those ratios.
+    // compared within each interleaved pair of windows: the median of those ratios.
     const pair = sqlite?.pairs?.find((p) => p.base === target.label);
     const r = pair === undefined || pair.ratios.length === 0 ? undefined : pair.median;
     out.push({
@@ -1538,11 +1637,13 @@ function markdown(m: Machine, reports: ScenarioReport[]): string {
     `- Command: \`${m.command}\``,
     `- Machine: ${m.nproc} cores, ${m.cpu}, ${m.memoryGiB} GiB; Deno ${m.deno} (V8 ${m.v8}); ` +
       `commit ${m.commit}`,
-    `- Method: ${m.runs} run(s) per server (the SQLite comparison: at least ${
-      m.mode === "quick" ? 1 : SQLITE_MIN_PAIRS
-    } adjacent pairs), medians shown; ${m.warmupS} s warm-up, ${m.windowS} s ` +
+    `- Method: ${m.runs} run(s) per server, medians shown; ${m.warmupS} s warm-up, ${m.windowS} s ` +
       `window; servers pinned to core ${SERVER_CORE}, load generator (${m.loaders} process(es)) ` +
-      `to core ${LOADER_CORE}${m.taskset ? "" : " — taskset missing, nothing pinned"}.`,
+      `to core ${LOADER_CORE}${m.taskset ? "" : " — taskset missing, nothing pinned"}. The ` +
+      `SQLite comparison instead interleaves ${m.mode === "quick" ? 2 : SQLITE_PAIRS} pairs of ${
+        (m.mode === "quick" ? SLICE_QUICK : SLICE).windowMs / 1000
+      } s windows of ` +
+      `both servers, running side by side (one loaded at a time), and shows medians over windows.`,
     `- Load average at start / end: ${m.loadavgStart} / ${m.loadavgEnd}. Other work on the ` +
       `machine shows up as spread between runs (ranges in the JSON) and in these numbers.`,
     "",
@@ -1582,8 +1683,8 @@ function markdown(m: Machine, reports: ScenarioReport[]): string {
       push("");
       for (const p of report.pairs ?? []) {
         push(
-          `${p.target} ÷ ${p.base}, events written per second (server-counted), run by run in ` +
-            `adjacent pairs: ${p.ratios.map((r) => `${fmt(100 * r)}%`).join(", ")}; median ` +
+          `${p.target} ÷ ${p.base}, events written per second (server-counted), window by window in ` +
+            `interleaved pairs: ${p.ratios.map((r) => `${fmt(100 * r)}%`).join(", ")}; median ` +
             `**${fmt(100 * p.median)}%**.`,
           "",
         );
@@ -1715,10 +1816,27 @@ async function main(args: string[]): Promise<void> {
         }
       }
     } else {
-      const runs = Math.max(options.runs, scenario.kind === "load" ? scenario.minRuns ?? 0 : 0);
-      for (let run = 1; run <= runs; run++) {
-        const paired = scenario.kind === "load" && scenario.paired === true;
-        for (const target of runOrder(scenario.targets, run, paired)) {
+      if (scenario.kind === "load" && scenario.pairs !== undefined) {
+        for (let i = 0; i + 1 < scenario.targets.length; i += 2) {
+          const [a, b] = [scenario.targets[i]!, scenario.targets[i + 1]!];
+          report.raw.push(
+            ...await measureInterleaved(scenario, a, b, scenario.pairs, options, (r) =>
+              console.log(
+                `  pair ${r.run} ${r.target}: ${fmt(r.serverDelivered / r.windowS)} written/s, ` +
+                  `${fmt(r.cpuUsPerDelivery)} µs CPU/delivery, server ${
+                    fmt(r.serverCores)
+                  } cores, ` +
+                  `p99 ${fmt(r.latencyMs.p99)} ms`,
+              )),
+          );
+        }
+      }
+      for (
+        let run = 1;
+        run <= (scenario.kind === "load" && scenario.pairs ? 0 : options.runs);
+        run++
+      ) {
+        for (const target of runOrder(scenario.targets, run, false)) {
           if (scenario.kind === "load") {
             const r = await measureLoad(scenario, target, run, options);
             report.raw.push(r);
@@ -1759,7 +1877,7 @@ async function main(args: string[]): Promise<void> {
       }
       if (scenario.kind === "load") {
         report.load = summarizeLoad(report.raw as LoadResult[]);
-        if (scenario.paired) {
+        if (scenario.pairs !== undefined) {
           report.pairs = pairRatios(scenario.targets, report.raw as LoadResult[]);
         }
       } else report.idle = summarizeIdle(report.raw as IdleResult[]);
