@@ -87,12 +87,17 @@ const PARLEY_FLAGS = [
   "--outbox-bytes=4MiB",
 ];
 /** Interleaved pairs of SQLite and `memory:` windows per client kind in a full run. */
-const SQLITE_PAIRS = 12;
-/** Warm-up and window of one interleaved slice (see {@link measureInterleaved}), full and quick. */
-const SLICE = { warmupMs: 500, windowMs: 2_000 };
+const SQLITE_PAIRS = 30;
+/**
+ * Warm-up and window of one interleaved slice (see {@link measureInterleaved}), full and quick.
+ * Short and many: the spread between two adjacent 2 s windows of one server was as wide as
+ * between separate runs (±20%), so the noise is faster than any window we can afford, and only
+ * the number of pairs narrows the median.
+ */
+const SLICE = { warmupMs: 300, windowMs: 1_000 };
 const SLICE_QUICK = { warmupMs: 300, windowMs: 1_000 };
 /** Pause after a slice, for the closed loop's messages in flight to come back. */
-const SLICE_DRAIN_MS = 300;
+const SLICE_DRAIN_MS = 200;
 /** Functions listed in a profile summary. */
 const PROFILE_TOP = 15;
 
