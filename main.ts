@@ -105,7 +105,11 @@ export async function startParley(config: Config, options: StartOptions = {}): P
       ...(config.jwtAudience === undefined ? {} : { audience: config.jwtAudience }),
     });
   }
-  const metrics = new Metrics({ version: VERSION, queueDepth: () => hubRef.hub?.queueDepth ?? 0 });
+  const metrics = new Metrics({
+    version: VERSION,
+    queueDepth: () => hubRef.hub?.queueDepth ?? 0,
+    ...(store.writeStats === undefined ? {} : { storeWrites: () => store.writeStats!() }),
+  });
   const hub = hubRef.hub = new Hub({
     defaultRoom: config.defaultRoom,
     presenceEventsMax: config.presenceEventsMax,

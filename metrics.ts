@@ -16,6 +16,7 @@
  * - One thread records and scrapes (the server's event loop), so no read-modify-write races.
  */
 import { Counter, Gauge, type Metric, Registry } from "prom-client";
+import type { StoreWriteStats } from "./store.ts";
 import {
   CLIENT_FRAME_TYPES,
   type ClientFrame,
@@ -84,6 +85,11 @@ export interface MetricsOptions {
    * hub created after the `Metrics` object. Without it the gauge reads 0.
    */
   queueDepth?: () => number;
+  /**
+   * Reads the store's write batches at scrape time for `parley_store_write_batches_total` and
+   * `parley_store_write_seconds_total`. Without it (a store that does not batch) both read 0.
+   */
+  storeWrites?: () => StoreWriteStats;
 }
 
 /**
@@ -340,6 +346,24 @@ export class Metrics {
         this.set(queueDepth === undefined ? 0 : queueDepth());
       },
     });
+
+    const storeWrites = options.storeWrites;
+    const storeCounters: [string, string, keyof StoreWriteStats][] = [
+      ["batches", "Write batches the store committed (SQLite: one transaction each)", "batches"],
+      ["seconds", "Time the store's write batches held the event loop, in seconds", "seconds"],
+    ];
+    for (const [suffix, help, field] of storeCounters) {
+      new Counter({
+        name: `parley_store_write_${suffix}_total`,
+        help: `${help}.`,
+        registers: [registry],
+        collect() {
+          this.reset();
+          const value = storeWrites?.()[field] ?? 0;
+          if (value > 0) this.inc(value);
+        },
+      });
+    }
 
     this.#batchEvents = this.#histogram(
       "parley_batch_events",

@@ -127,6 +127,8 @@ const EXPECTED_FAMILIES: Record<string, string> = {
   parley_hub_queue_depth: "gauge",
   parley_outbox_bytes: "histogram",
   parley_store_append_seconds: "histogram",
+  parley_store_write_batches_total: "counter",
+  parley_store_write_seconds_total: "counter",
   parley_fanout_seconds: "histogram",
   parley_process_resident_memory_bytes: "gauge",
   parley_process_heap_used_bytes: "gauge",
@@ -273,6 +275,23 @@ Deno.test("Metrics reads the hub queue depth at scrape time", async () => {
   assert.equal(valueOf(await scrape(metrics), "parley_hub_queue_depth"), 3);
   depth = 42;
   assert.equal(valueOf(await scrape(metrics), "parley_hub_queue_depth"), 42);
+});
+
+Deno.test("Metrics reads the store's write batches at scrape time, 0 without a reader", async () => {
+  assert.equal(
+    valueOf(await scrape(new Metrics({ version: "0.1.0" })), "parley_store_write_batches_total"),
+    0,
+  );
+  const stats = { batches: 7, seconds: 0.25 };
+  const metrics = new Metrics({ version: "0.1.0", storeWrites: () => stats });
+  let families = await scrape(metrics);
+  assert.equal(valueOf(families, "parley_store_write_batches_total"), 7);
+  assert.equal(valueOf(families, "parley_store_write_seconds_total"), 0.25);
+  stats.batches = 9;
+  stats.seconds = 0.5;
+  families = await scrape(metrics);
+  assert.equal(valueOf(families, "parley_store_write_batches_total"), 9);
+  assert.equal(valueOf(families, "parley_store_write_seconds_total"), 0.5);
 });
 
 Deno.test("Metrics reports process memory from Deno.memoryUsage()", async () => {

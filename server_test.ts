@@ -458,3 +458,35 @@ test("server metrics move with traffic and build info is exported", async () => 
   assert.ok(value(after, "parley_process_resident_memory_bytes") > 0);
   assert.match(after, /parley_build_info\{[^}]*version="\d+\.\d+\.\d+"[^}]*\} 1/);
 });
+
+test("server metrics count SQLite's write batches and their event-loop time; memory: reads 0", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "parley_metrics_" });
+  try {
+    const value = (text: string, series: string) => {
+      const line = text.split("\n").find((l) => l.startsWith(`${series} `));
+      return line === undefined ? NaN : Number(line.slice(series.length + 1));
+    };
+    for (const store of [`sqlite:${dir}/parley.db`, "memory:"]) {
+      await using server = await startTestServer(["--store", store]);
+      const scrape = async () => await (await fetch(new URL("metrics", server.url))).text();
+      await using a = await TestSocket.open(server.ws({ name: "a" }), { protocols: "parley.v1" });
+      for (let i = 0; i < 3; i++) {
+        a.send({ type: "message", content: `m${i}`, ref: `r${i}` });
+        await a.next("ack");
+      }
+      const text = await scrape();
+      const batches = value(text, "parley_store_write_batches_total");
+      const seconds = value(text, "parley_store_write_seconds_total");
+      if (store === "memory:") {
+        assert.equal(batches, 0);
+        assert.equal(seconds, 0);
+      } else {
+        // One commit per turn: three acknowledged messages sent one after another are three.
+        assert.equal(batches, 3);
+        assert.ok(seconds > 0 && seconds < 10, `${seconds} s`);
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

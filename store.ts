@@ -92,6 +92,17 @@ export interface MessageStore {
   ping(): Promise<void>;
   /** Flushes pending writes and releases the backend. */
   close(): Promise<void>;
+  /**
+   * Backends that write in batches on the event loop (SQLite) report their batches and the time
+   * those held the loop, for `parley_store_write_*`; the others leave it out.
+   */
+  writeStats?(): StoreWriteStats;
+}
+
+/** Write batches committed so far, and the event-loop time they took; both only grow. */
+export interface StoreWriteStats {
+  batches: number;
+  seconds: number;
 }
 
 /** Retention and clock settings shared by every backend. */

@@ -61,6 +61,7 @@ import {
   type MessageStore,
   type Replay,
   type StoreOptions,
+  type StoreWriteStats,
 } from "./store.ts";
 
 /** How long a statement waits for a lock held by another process, in milliseconds. */
@@ -254,6 +255,10 @@ export class SqliteMessageStore implements MessageStore {
   /** Returns a snapshot of the write and retention counters. */
   stats(): SqliteStoreStats {
     return { ...this.#stats };
+  }
+
+  writeStats(): StoreWriteStats {
+    return { batches: this.#stats.batches, seconds: this.#stats.totalBatchMs / 1000 };
   }
 
   append(input: AppendInput): Promise<AppendResult> {

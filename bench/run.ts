@@ -601,6 +601,8 @@ export interface LoadResult {
   /** Parley only, from /metrics over the window: frames written, and events per frame. */
   framesOutPerS?: number;
   eventsPerFrame?: number;
+  /** SQLite only: the share of the window its write batches held the event loop. */
+  storeShare?: number;
   loaderCores: number;
   /** The load generator's CPU per delivery: it must stay well below the server's. */
   loaderUsPerDelivery: number;
@@ -780,6 +782,9 @@ async function measureWindow(
       framesOutPerS: Math.round(frames / windowS),
       eventsPerFrame: round(serverDelivered / Math.max(1, frames), 2),
     }),
+    ...(target.store !== "sqlite" ? {} : {
+      storeShare: round((metrics1.storeWriteS - metrics0.storeWriteS) / windowS, 4),
+    }),
     loaderCores: round((loaderCpu1 - loaderCpu0) / windowS, 3),
     loaderUsPerDelivery: round((loaderCpu1 - loaderCpu0) * 1e6 / Math.max(1, delivered), 3),
     serverRssMiB: round(serverRssMiB, 1),
@@ -840,10 +845,10 @@ async function measureInterleaved(
 async function scrape(
   target: Target,
   port: number,
-): Promise<{ framesOut: number; eventsOut: number }> {
+): Promise<{ framesOut: number; eventsOut: number; storeWriteS: number }> {
   if (target.server !== "parley") {
     const sends = Number(await fetch(`http://127.0.0.1:${port}/count`).then((r) => r.text()));
-    return { framesOut: sends, eventsOut: sends };
+    return { framesOut: sends, eventsOut: sends, storeWriteS: 0 };
   }
   const text = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text());
   const value = (name: string) =>
@@ -852,6 +857,7 @@ async function scrape(
   return {
     framesOut: value("parley_frames_out_total"),
     eventsOut: value("parley_batch_events_sum"),
+    storeWriteS: value("parley_store_write_seconds_total"),
   };
 }
 
@@ -1228,6 +1234,7 @@ interface LoadSummary {
   serverCores: number;
   serverCoreBusy: number;
   eventsPerFrame?: number;
+  storeShare?: number;
   loaderCores: number;
   loaderCoresMax: number;
   loaderUsPerDelivery: number;
@@ -1267,6 +1274,9 @@ function summarizeLoad(results: LoadResult[]): LoadSummary[] {
       loaderCores: round(median(rs.map((r) => r.loaderCores)), 3),
       ...(rs.every((r) => r.eventsPerFrame !== undefined)
         ? { eventsPerFrame: round(median(rs.map((r) => r.eventsPerFrame!)), 2) }
+        : {}),
+      ...(rs.every((r) => r.storeShare !== undefined)
+        ? { storeShare: round(median(rs.map((r) => r.storeShare!)), 4) }
         : {}),
       loaderCoresMax: Math.max(...rs.map((r) => r.loaderCores)),
       loaderUsPerDelivery: round(median(rs.map((r) => r.loaderUsPerDelivery)), 3),
@@ -1687,10 +1697,17 @@ function markdown(m: Machine, reports: ScenarioReport[]): string {
       }
       push("");
       for (const p of report.pairs ?? []) {
+        const share = report.load.find((s) => s.target === p.target)?.storeShare;
         push(
           `${p.target} ÷ ${p.base}, events written per second (server-counted), window by window in ` +
             `interleaved pairs: ${p.ratios.map((r) => `${fmt(100 * r)}%`).join(", ")}; median ` +
-            `**${fmt(100 * p.median)}%**.`,
+            `**${fmt(100 * p.median)}%**.${
+              share === undefined
+                ? ""
+                : ` SQLite's write batches (statements and \`COMMIT\` with its fsync) held the ` +
+                  `event loop ${fmt(100 * share)}% of the time (median over windows, ` +
+                  `\`parley_store_write_seconds_total\`).`
+            }`,
           "",
         );
       }
