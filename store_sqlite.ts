@@ -30,7 +30,10 @@
  *   events per frame), and per-frame cost dominates. Deferring the next commit until the running
  *   fsync ends (group commit at the fsync) did no better: 82%. The blocking commit holds the loop
  *   while the senders' next messages arrive, so they are read, stored and fanned out together.
- *   Inline it stays; the full run of 2026-11-26 measured it at 91% of `memory:` (BENCHMARKS.md).
+ *   Inline it stays. At saturation each round's messages arrive together, so the loop has nothing
+ *   to overlap with the commit anyway; the full run at 3f3a296 measured 92% of `memory:`'s
+ *   throughput with the commits holding the loop 7.5% of the time (BENCHMARKS.md). That time is
+ *   exported as `parley_store_write_seconds_total` ({@link SqliteMessageStore.writeStats}).
  * - **Retention never blocks for long**: reads filter out what retention already condemns
  *   (`id > last_id - historyLimit`, and `ts >= now - historyDays`), so pruning is only physical
  *   clean-up and may lag. Each batch deletes at most its own size plus {@link PRUNE_SLACK_ROWS}

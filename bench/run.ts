@@ -1711,6 +1711,14 @@ function markdown(m: Machine, reports: ScenarioReport[]): string {
           "",
         );
       }
+      if (report.pairs !== undefined) {
+        push(
+          "In this interleaved scenario the clients' counts (delivered/s, sent/s, delivered ÷ " +
+            "(sent × clients)) include backlog that a load generator drained across windows while " +
+            "sharing its core with the other one; throughput is `written/s (server)`.",
+          "",
+        );
+      }
     }
     if (report.idle !== undefined) {
       const base = report.idle.find((s) => s.target === BASELINE.label);
