@@ -350,7 +350,11 @@ export class Metrics {
     const storeWrites = options.storeWrites;
     const storeCounters: [string, string, keyof StoreWriteStats][] = [
       ["batches", "Write batches the store committed (SQLite: one transaction each)", "batches"],
-      ["seconds", "Time the store's write batches held the event loop, in seconds", "seconds"],
+      [
+        "seconds",
+        "Time the store's write batches (failed ones too) held the event loop, in seconds",
+        "seconds",
+      ],
     ];
     for (const [suffix, help, field] of storeCounters) {
       new Counter({

@@ -278,10 +278,9 @@ Deno.test("Metrics reads the hub queue depth at scrape time", async () => {
 });
 
 Deno.test("Metrics reads the store's write batches at scrape time, 0 without a reader", async () => {
-  assert.equal(
-    valueOf(await scrape(new Metrics({ version: "0.1.0" })), "parley_store_write_batches_total"),
-    0,
-  );
+  const none = await scrape(new Metrics({ version: "0.1.0" }));
+  assert.equal(valueOf(none, "parley_store_write_batches_total"), 0);
+  assert.equal(valueOf(none, "parley_store_write_seconds_total"), 0);
   const stats = { batches: 7, seconds: 0.25 };
   const metrics = new Metrics({ version: "0.1.0", storeWrites: () => stats });
   let families = await scrape(metrics);

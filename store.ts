@@ -99,7 +99,8 @@ export interface MessageStore {
   writeStats?(): StoreWriteStats;
 }
 
-/** Write batches committed so far, and the event-loop time they took; both only grow. */
+/** Write batches committed so far, and the event-loop time write batches took (failed ones
+ * too); both only grow. */
 export interface StoreWriteStats {
   batches: number;
   seconds: number;

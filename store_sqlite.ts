@@ -106,9 +106,9 @@ export interface SqliteStoreStats {
   appends: number;
   /** Most appends committed in one transaction. */
   largestBatch: number;
-  /** Longest time one batch held the event loop, in milliseconds. */
+  /** Longest time one batch held the event loop, in milliseconds, failed batches included. */
   maxBatchMs: number;
-  /** Time all batches held the event loop, in milliseconds (mean = this / batches). */
+  /** Time all batches held the event loop, in milliseconds, failed ones included. */
   totalBatchMs: number;
   /** Rows deleted by retention and idempotency expiry. */
   prunedRows: number;
@@ -391,22 +391,29 @@ export class SqliteMessageStore implements MessageStore {
     if (this.#pending.length > 0 && !this.#closed) this.#scheduleFlush();
 
     const started = performance.now();
+    const stats = this.#stats;
     let results: AppendResult[];
     try {
       results = this.#transaction(() => this.#write(batch, this.#now()));
     } catch (error) {
+      // A failed batch held the loop too (a lock wait holds it longest): its time still counts.
+      this.#count(started);
       const reason = new Error(`Cannot append: ${describe(error)}`, { cause: error });
       for (const pending of batch) pending.reject(reason);
       return;
     }
-    const stats = this.#stats;
+    this.#count(started);
     stats.batches++;
     stats.appends += batch.length;
     stats.largestBatch = Math.max(stats.largestBatch, batch.length);
-    const elapsed = performance.now() - started;
-    stats.maxBatchMs = Math.max(stats.maxBatchMs, elapsed);
-    stats.totalBatchMs += elapsed;
     for (let i = 0; i < batch.length; i++) batch[i]!.resolve(results[i]!);
+  }
+
+  /** Adds the time since `started` to the write counters. */
+  #count(started: number): void {
+    const elapsed = performance.now() - started;
+    this.#stats.maxBatchMs = Math.max(this.#stats.maxBatchMs, elapsed);
+    this.#stats.totalBatchMs += elapsed;
   }
 
   /** Writes one batch inside an open transaction; returns one result per input, in order. */

@@ -12,7 +12,7 @@ import { roomKey } from "./message.ts";
 import type { StoreOptions } from "./store.ts";
 import { openStore } from "./store.ts";
 import { storeContract } from "./_store_contract.ts";
-import { MIGRATIONS, SCHEMA_VERSION, SqliteMessageStore } from "./store_sqlite.ts";
+import { BUSY_TIMEOUT_MS, MIGRATIONS, SCHEMA_VERSION, SqliteMessageStore } from "./store_sqlite.ts";
 
 const OPTIONS: StoreOptions = { historyLimit: 1_000, historyDays: 0 };
 
@@ -131,6 +131,38 @@ Deno.test("SqliteMessageStore commits 1000 appends issued in one turn in one tra
       await store.append({ draft: draft("next turn"), user: "alice" });
       assert.equal(store.stats().batches, 2);
     } finally {
+      await store.close();
+    }
+  });
+});
+
+Deno.test("SqliteMessageStore fails a batch another process keeps locked, and counts its time", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "parley.db");
+    const store = SqliteMessageStore.open(path, OPTIONS);
+    const other = new DatabaseSync(path);
+    try {
+      await store.append({ draft: draft("before"), user: "alice" });
+      const before = store.writeStats();
+      assert.equal(before.batches, 1);
+      // An outside tool holding the write lock past BUSY_TIMEOUT_MS fails the batch.
+      other.exec("BEGIN IMMEDIATE");
+      await assert.rejects(
+        store.append({ draft: draft("locked"), user: "alice" }),
+        /Cannot append: .*locked/,
+      );
+      other.exec("ROLLBACK");
+      const after = store.writeStats();
+      assert.equal(after.batches, 1, "a failed batch is not a committed one");
+      assert.ok(
+        after.seconds - before.seconds >= BUSY_TIMEOUT_MS / 1000 * 0.9,
+        `the lock wait held the loop and counts: ${after.seconds - before.seconds} s`,
+      );
+      // The store still works once the lock is gone, and the failed message took no id.
+      const next = await store.append({ draft: draft("after"), user: "alice" });
+      assert.equal(next.message.id, 2);
+    } finally {
+      other.close();
       await store.close();
     }
   });
