@@ -379,8 +379,14 @@ class Loader {
       const now = performance.now();
       if (now >= nextBulk) {
         nextBulk = now + this.#spec.bulkIntervalMs;
-        // More ready sockets than one poll returns: take them all before the next interval.
-        while (this.#counting.poll(0, COUNTING_CHUNK) === COUNTING_CHUNK) {
+        // More ready sockets than one poll returns: take them all before the next interval, but
+        // at most one round over the set per turn. Unbounded, a set that stays ready (a server
+        // writing faster than this reads) kept the loop from yielding for seconds, and stdin
+        // commands (`mark`, `report`, `pause`) waited that long: windows then ran far past
+        // their length on this side (15 s for a 1 s window, seen in the interleaved scenario).
+        const chunks = Math.ceil(this.#counting.size / COUNTING_CHUNK);
+        for (let i = 0; i < chunks; i++) {
+          if (this.#counting.poll(0, COUNTING_CHUNK) < COUNTING_CHUNK) break;
           this.#timed.poll(0);
         }
       }

@@ -86,16 +86,16 @@ const PARLEY_FLAGS = [
   "--outbox-messages=4096",
   "--outbox-bytes=4MiB",
 ];
-/** Interleaved pairs of SQLite and `memory:` windows per client kind in a full run. */
+/** Interleaved pairs of SQLite and `memory:` windows per client kind: full run, `--quick`. */
 const SQLITE_PAIRS = 30;
+const SQLITE_PAIRS_QUICK = 2;
 /**
- * Warm-up and window of one interleaved slice (see {@link measureInterleaved}), full and quick.
+ * Warm-up and window of one interleaved slice (see {@link measureInterleaved}), in both modes.
  * Short and many: the spread between two adjacent 2 s windows of one server was as wide as
  * between separate runs (±20%), so the noise is faster than any window we can afford, and only
  * the number of pairs narrows the median.
  */
 const SLICE = { warmupMs: 300, windowMs: 1_000 };
-const SLICE_QUICK = { warmupMs: 300, windowMs: 1_000 };
 /** Pause after a slice, for the closed loop's messages in flight to come back. */
 const SLICE_DRAIN_MS = 200;
 /** Functions listed in a profile summary. */
@@ -240,7 +240,7 @@ function scenarios(quick: boolean): Scenario[] {
       ],
       // A 5–10% effect under a run-to-run spread of ±15% on this kind of machine: compared in
       // interleaved windows, over more of them than the other scenarios' three runs.
-      pairs: quick ? 2 : SQLITE_PAIRS,
+      pairs: quick ? SQLITE_PAIRS_QUICK : SQLITE_PAIRS,
     },
     {
       kind: "profile",
@@ -595,7 +595,14 @@ export interface LoadResult {
    * for it, and whatever of that backlog it reads in the window (written before it) would count.
    */
   serverDelivered: number;
-  /** What the clients counted over what the server wrote: about 1 unless the loader lagged. */
+  /**
+   * The load generator's own window, from its `mark` to its `report`, in seconds (the longest of
+   * the loaders'). Client-side rates (sent/s, delivered/s) divide by it. It exceeds `windowS`
+   * when the loader answered its commands late.
+   */
+  loaderWindowS: number;
+  /** The clients' delivered/s over the server's events written/s: about 1 unless the loader
+   * lagged. */
   clientCountRatio: number;
   cpuUsPerDelivery: number;
   /** Parley only, from /metrics over the window: frames written, and events per frame. */
@@ -603,6 +610,8 @@ export interface LoadResult {
   eventsPerFrame?: number;
   /** SQLite only: the share of the window its write batches held the event loop. */
   storeShare?: number;
+  /** SQLite only: write batches (transactions) committed per second. */
+  storeBatchesPerS?: number;
   loaderCores: number;
   /** The load generator's CPU per delivery: it must stay well below the server's. */
   loaderUsPerDelivery: number;
@@ -633,10 +642,12 @@ async function measureLoad(
       options.warmupMs,
       options.windowMs,
     );
+    // Closed before the profile is read: the server writes its profile as it exits.
     await closeSession(session);
     if (profileDir !== undefined) result.profile = await summarizeProfile(profileDir, up0, up1);
     return result;
   } finally {
+    // After an error; a second call finds nothing left to stop.
     await closeSession(session);
   }
 }
@@ -757,15 +768,16 @@ async function measureWindow(
   const serverCpu = cpu1 - cpu0;
   const frames = metrics1.framesOut - metrics0.framesOut;
   const serverDelivered = metrics1.eventsOut - metrics0.eventsOut;
+  const loaderWindowS = Math.max(...reports.map((r) => r.windowMs)) / 1000;
   const result: LoadResult = {
     target: target.label,
     run,
     clients,
     windowS: round(windowS, 3),
     sent,
-    sentPerS: round(sent / windowS, 1),
+    sentPerS: round(sent / loaderWindowS, 1),
     delivered,
-    deliveredPerS: Math.round(delivered / windowS),
+    deliveredPerS: Math.round(delivered / loaderWindowS),
     keepUp: round(delivered / Math.max(1, sent * clients), 4),
     latencyMs: {
       p50: round(percentile(latencies, 0.5), 3),
@@ -776,7 +788,11 @@ async function measureWindow(
     serverCores: round(serverCpu / windowS, 3),
     serverCoreBusy: round((core1.busy - core0.busy) / Math.max(1, core1.total - core0.total), 3),
     serverDelivered,
-    clientCountRatio: round(delivered / Math.max(1, serverDelivered), 3),
+    loaderWindowS: round(loaderWindowS, 3),
+    clientCountRatio: round(
+      (delivered / loaderWindowS) / Math.max(1e-9, serverDelivered / windowS),
+      3,
+    ),
     cpuUsPerDelivery: round(serverCpu * 1e6 / Math.max(1, serverDelivered), 3),
     ...(target.server !== "parley" ? {} : {
       framesOutPerS: Math.round(frames / windowS),
@@ -784,6 +800,7 @@ async function measureWindow(
     }),
     ...(target.store !== "sqlite" ? {} : {
       storeShare: round((metrics1.storeWriteS - metrics0.storeWriteS) / windowS, 4),
+      storeBatchesPerS: round((metrics1.storeBatches - metrics0.storeBatches) / windowS, 1),
     }),
     loaderCores: round((loaderCpu1 - loaderCpu0) / windowS, 3),
     loaderUsPerDelivery: round((loaderCpu1 - loaderCpu0) * 1e6 / Math.max(1, delivered), 3),
@@ -817,7 +834,7 @@ async function measureInterleaved(
     // One at a time: two connection storms at once would only slow each other.
     for (const target of [a, b]) sessions.push(await openSession(scenario, target, options));
     const [first, second] = sessions as [Session, Session];
-    const slice = options.quick ? SLICE_QUICK : SLICE;
+    const slice = SLICE;
     const drain = () => sleep(SLICE_DRAIN_MS);
     for (const session of sessions) {
       await measureWindow(session, 0, slice.warmupMs, slice.windowMs);
@@ -845,10 +862,10 @@ async function measureInterleaved(
 async function scrape(
   target: Target,
   port: number,
-): Promise<{ framesOut: number; eventsOut: number; storeWriteS: number }> {
+): Promise<{ framesOut: number; eventsOut: number; storeWriteS: number; storeBatches: number }> {
   if (target.server !== "parley") {
     const sends = Number(await fetch(`http://127.0.0.1:${port}/count`).then((r) => r.text()));
-    return { framesOut: sends, eventsOut: sends, storeWriteS: 0 };
+    return { framesOut: sends, eventsOut: sends, storeWriteS: 0, storeBatches: 0 };
   }
   const text = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text());
   const value = (name: string) =>
@@ -858,6 +875,7 @@ async function scrape(
     framesOut: value("parley_frames_out_total"),
     eventsOut: value("parley_batch_events_sum"),
     storeWriteS: value("parley_store_write_seconds_total"),
+    storeBatches: value("parley_store_write_batches_total"),
   };
 }
 
@@ -1231,10 +1249,13 @@ interface LoadSummary {
   cpuUsRange: [number, number];
   /** Lowest and highest {@link LoadResult.clientCountRatio} of the runs. */
   clientCountRange: [number, number];
+  /** The longest {@link LoadResult.loaderWindowS} over the harness's window, of the runs. */
+  loaderWindowRatioMax: number;
   serverCores: number;
   serverCoreBusy: number;
   eventsPerFrame?: number;
   storeShare?: number;
+  storeBatchesPerS?: number;
   loaderCores: number;
   loaderCoresMax: number;
   loaderUsPerDelivery: number;
@@ -1269,6 +1290,8 @@ function summarizeLoad(results: LoadResult[]): LoadSummary[] {
         Math.min(...rs.map((r) => r.clientCountRatio)),
         Math.max(...rs.map((r) => r.clientCountRatio)),
       ],
+      // Results written before loaderWindowS existed lack it: their windows counted as equal.
+      loaderWindowRatioMax: Math.max(...rs.map((r) => (r.loaderWindowS ?? r.windowS) / r.windowS)),
       serverCores: round(median(rs.map((r) => r.serverCores)), 3),
       serverCoreBusy: round(median(rs.map((r) => r.serverCoreBusy)), 3),
       loaderCores: round(median(rs.map((r) => r.loaderCores)), 3),
@@ -1276,7 +1299,10 @@ function summarizeLoad(results: LoadResult[]): LoadSummary[] {
         ? { eventsPerFrame: round(median(rs.map((r) => r.eventsPerFrame!)), 2) }
         : {}),
       ...(rs.every((r) => r.storeShare !== undefined)
-        ? { storeShare: round(median(rs.map((r) => r.storeShare!)), 4) }
+        ? {
+          storeShare: round(median(rs.map((r) => r.storeShare!)), 4),
+          storeBatchesPerS: round(median(rs.map((r) => r.storeBatchesPerS ?? NaN)), 1),
+        }
         : {}),
       loaderCoresMax: Math.max(...rs.map((r) => r.loaderCores)),
       loaderUsPerDelivery: round(median(rs.map((r) => r.loaderUsPerDelivery)), 3),
@@ -1340,12 +1366,12 @@ interface ScenarioReport {
   raw: (LoadResult | IdleResult)[];
 }
 
-/** One paired comparison of a {@link LoadScenario} with `paired` set. */
+/** One paired comparison of a {@link LoadScenario} with `pairs` set. */
 interface PairRatios {
   /** The target measured against `base`. */
   target: string;
   base: string;
-  /** Per run: the target's events written per second over the base's, both server-counted. */
+  /** Per pair: the target's events written per second over the base's, both server-counted. */
   ratios: number[];
   median: number;
 }
@@ -1566,9 +1592,17 @@ function warnings(m: Machine, reports: ScenarioReport[]): string[] {
       const [low, high] = s.clientCountRange;
       if (low < 0.95 || high > 1.05) {
         out.push(
-          `${report.name}, ${s.target}: the clients counted ${fmt(low)}–${fmt(high)}× the events ` +
-            `the server wrote in the window: the load generator was behind, and the kernel's ` +
-            `backlog for it moved the count. CPU per delivery uses the server's count.`,
+          `${report.name}, ${s.target}: the clients counted ${fmt(low)}–${fmt(high)}× the ` +
+            `events per second the server wrote: the load generator was behind, reading what the ` +
+            `kernel held for it. CPU per delivery uses the server's count.`,
+        );
+      }
+      if (s.loaderWindowRatioMax > 1.05) {
+        out.push(
+          `${report.name}, ${s.target}: a load generator's window was up to ${
+            fmt(s.loaderWindowRatioMax)
+          }× the harness's: it answered its commands late, so its counts cover a longer, later ` +
+            `span. Its rates divide by its own window; the server's counts are unaffected.`,
         );
       }
       if (s.deliveredPerS > 50_000 && s.loaderUsPerDelivery > 0.8 * s.cpuUsPerDelivery) {
@@ -1654,11 +1688,14 @@ function markdown(m: Machine, reports: ScenarioReport[]): string {
       `commit ${m.commit}`,
     `- Method: ${m.runs} run(s) per server, medians shown; ${m.warmupS} s warm-up, ${m.windowS} s ` +
       `window; servers pinned to core ${SERVER_CORE}, load generator (${m.loaders} process(es)) ` +
-      `to core ${LOADER_CORE}${m.taskset ? "" : " — taskset missing, nothing pinned"}. The ` +
-      `SQLite comparison instead interleaves ${m.mode === "quick" ? 2 : SQLITE_PAIRS} pairs of ${
-        (m.mode === "quick" ? SLICE_QUICK : SLICE).windowMs / 1000
-      } s windows of ` +
-      `both servers, running side by side (one loaded at a time), and shows medians over windows.`,
+      `to core ${LOADER_CORE}${m.taskset ? "" : " — taskset missing, nothing pinned"}.${
+        reports.some((r) => r.pairs !== undefined)
+          ? ` The SQLite comparison instead interleaves ${
+            m.mode === "quick" ? SQLITE_PAIRS_QUICK : SQLITE_PAIRS
+          } pairs of ${SLICE.windowMs / 1000} s windows of both servers, running side by side ` +
+            `(one loaded at a time), and shows medians over windows.`
+          : ""
+      }`,
     `- Load average at start / end: ${m.loadavgStart} / ${m.loadavgEnd}. Other work on the ` +
       `machine shows up as spread between runs (ranges in the JSON) and in these numbers.`,
     "",
@@ -1697,7 +1734,8 @@ function markdown(m: Machine, reports: ScenarioReport[]): string {
       }
       push("");
       for (const p of report.pairs ?? []) {
-        const share = report.load.find((s) => s.target === p.target)?.storeShare;
+        const lite = report.load.find((s) => s.target === p.target);
+        const share = lite?.storeShare;
         push(
           `${p.target} ÷ ${p.base}, events written per second (server-counted), window by window in ` +
             `interleaved pairs: ${p.ratios.map((r) => `${fmt(100 * r)}%`).join(", ")}; median ` +
@@ -1705,8 +1743,9 @@ function markdown(m: Machine, reports: ScenarioReport[]): string {
               share === undefined
                 ? ""
                 : ` SQLite's write batches (statements and \`COMMIT\` with its fsync) held the ` +
-                  `event loop ${fmt(100 * share)}% of the time (median over windows, ` +
-                  `\`parley_store_write_seconds_total\`).`
+                  `event loop ${fmt(100 * share)}% of the time, in ${
+                    fmt(lite!.storeBatchesPerS ?? NaN)
+                  } commits/s (medians over windows, \`parley_store_write_*\`).`
             }`,
           "",
         );
@@ -1846,24 +1885,32 @@ async function main(args: string[]): Promise<void> {
         }
       }
     } else {
-      if (scenario.kind === "load" && scenario.pairs !== undefined) {
+      const interleaved = scenario.kind === "load" && scenario.pairs !== undefined;
+      if (interleaved) {
         for (let i = 0; i + 1 < scenario.targets.length; i += 2) {
           const [a, b] = [scenario.targets[i]!, scenario.targets[i + 1]!];
           report.raw.push(
-            ...await measureInterleaved(scenario, a, b, scenario.pairs, options, (r) =>
-              console.log(
-                `  pair ${r.run} ${r.target}: ${fmt(r.serverDelivered / r.windowS)} written/s, ` +
-                  `${fmt(r.cpuUsPerDelivery)} µs CPU/delivery, server ${
-                    fmt(r.serverCores)
-                  } cores, ` +
-                  `p99 ${fmt(r.latencyMs.p99)} ms`,
-              )),
+            ...await measureInterleaved(
+              scenario,
+              a,
+              b,
+              scenario.pairs!,
+              options,
+              (r) =>
+                console.log(
+                  `  pair ${r.run} ${r.target}: ${fmt(r.serverDelivered / r.windowS)} written/s, ` +
+                    `${fmt(r.cpuUsPerDelivery)} µs CPU/delivery, server ${
+                      fmt(r.serverCores)
+                    } cores, ` +
+                    `p99 ${fmt(r.latencyMs.p99)} ms`,
+                ),
+            ),
           );
         }
       }
       for (
         let run = 1;
-        run <= (scenario.kind === "load" && scenario.pairs ? 0 : options.runs);
+        run <= (interleaved ? 0 : options.runs);
         run++
       ) {
         for (const target of runOrder(scenario.targets, run, false)) {
