@@ -31,8 +31,9 @@
  *   fsync ends (group commit at the fsync) did no better: 82%. The blocking commit holds the loop
  *   while the senders' next messages arrive, so they are read, stored and fanned out together.
  *   Inline it stays. At saturation each round's messages arrive together, so the loop has nothing
- *   to overlap with the commit anyway; the full run at 3f3a296 measured 92% of `memory:`'s
- *   throughput with the commits holding the loop 7.5% of the time (BENCHMARKS.md). That time is
+ *   to overlap with the commit anyway; full runs at 3f3a296 and 5ce8354 measured 92% and 99.9%
+ *   of `memory:`'s throughput, with the commits holding the loop 7.5% and 8.0% of the time
+ *   (BENCHMARKS.md). That time is
  *   exported as `parley_store_write_seconds_total` ({@link SqliteMessageStore.writeStats}).
  * - **Retention never blocks for long**: reads filter out what retention already condemns
  *   (`id > last_id - historyLimit`, and `ts >= now - historyDays`), so pruning is only physical

@@ -12,7 +12,8 @@
  * (saturation with the SQLite store against `memory:`), `profile` (one saturation run of each
  * server under `--cpu-prof`, summarised by self time). Each load scenario measures the bare
  * baseline (`bench/baseline_bare.ts`) and Parley with `parley.v1` clients and with plain clients;
- * every measurement starts a fresh server.
+ * every measurement starts a fresh server (`sqlite`: two servers per client kind, for all its
+ * interleaved windows).
  *
  * Method: each server is pinned to core 0 and the load generator (`bench/loader.ts`, raw sockets)
  * to core 1 with `taskset` when it exists. A measurement connects the clients, starts the
@@ -1747,14 +1748,6 @@ function markdown(m: Machine, reports: ScenarioReport[]): string {
                     fmt(lite!.storeBatchesPerS ?? NaN)
                   } commits/s (medians over windows, \`parley_store_write_*\`).`
             }`,
-          "",
-        );
-      }
-      if (report.pairs !== undefined) {
-        push(
-          "In this interleaved scenario the clients' counts (delivered/s, sent/s, delivered ÷ " +
-            "(sent × clients)) include backlog that a load generator drained across windows while " +
-            "sharing its core with the other one; throughput is `written/s (server)`.",
           "",
         );
       }
