@@ -348,17 +348,16 @@ export class Metrics {
     });
 
     const storeWrites = options.storeWrites;
-    const storeCounters: [string, string, keyof StoreWriteStats][] = [
-      ["batches", "Write batches the store committed (SQLite: one transaction each)", "batches"],
+    const storeCounters: [keyof StoreWriteStats, string][] = [
+      ["batches", "Write batches the store committed (SQLite: one transaction each)"],
       [
         "seconds",
         "Time the store's write batches (failed ones too) held the event loop, in seconds",
-        "seconds",
       ],
     ];
-    for (const [suffix, help, field] of storeCounters) {
+    for (const [field, help] of storeCounters) {
       new Counter({
-        name: `parley_store_write_${suffix}_total`,
+        name: `parley_store_write_${field}_total`,
         help: `${help}.`,
         registers: [registry],
         collect() {

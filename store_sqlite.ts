@@ -33,8 +33,8 @@
  *   Inline it stays. At saturation each round's messages arrive together, so the loop has nothing
  *   to overlap with the commit anyway; full runs at 3f3a296 and 5ce8354 measured 92% and 99.9%
  *   of `memory:`'s throughput, with the commits holding the loop 7.5% and 8.0% of the time
- *   (BENCHMARKS.md). That time is
- *   exported as `parley_store_write_seconds_total` ({@link SqliteMessageStore.writeStats}).
+ *   (BENCHMARKS.md). That time is exported as `parley_store_write_seconds_total`
+ *   ({@link SqliteMessageStore.writeStats}).
  * - **Retention never blocks for long**: reads filter out what retention already condemns
  *   (`id > last_id - historyLimit`, and `ts >= now - historyDays`), so pruning is only physical
  *   clean-up and may lag. Each batch deletes at most its own size plus {@link PRUNE_SLACK_ROWS}
@@ -397,24 +397,19 @@ export class SqliteMessageStore implements MessageStore {
     try {
       results = this.#transaction(() => this.#write(batch, this.#now()));
     } catch (error) {
-      // A failed batch held the loop too (a lock wait holds it longest): its time still counts.
-      this.#count(started);
       const reason = new Error(`Cannot append: ${describe(error)}`, { cause: error });
       for (const pending of batch) pending.reject(reason);
       return;
+    } finally {
+      // A failed batch held the loop too (a lock wait holds it longest): its time counts as well.
+      const elapsed = performance.now() - started;
+      stats.maxBatchMs = Math.max(stats.maxBatchMs, elapsed);
+      stats.totalBatchMs += elapsed;
     }
-    this.#count(started);
     stats.batches++;
     stats.appends += batch.length;
     stats.largestBatch = Math.max(stats.largestBatch, batch.length);
     for (let i = 0; i < batch.length; i++) batch[i]!.resolve(results[i]!);
-  }
-
-  /** Adds the time since `started` to the write counters. */
-  #count(started: number): void {
-    const elapsed = performance.now() - started;
-    this.#stats.maxBatchMs = Math.max(this.#stats.maxBatchMs, elapsed);
-    this.#stats.totalBatchMs += elapsed;
   }
 
   /** Writes one batch inside an open transaction; returns one result per input, in order. */
