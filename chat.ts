@@ -14,8 +14,8 @@
  * - Nothing here throws into the socket layer; every failure becomes an `error` frame or a close.
  */
 import { getLogger } from "@logtape/logtape";
-import type { Verifier } from "./auth.ts";
-import type { Broker } from "./broker.ts";
+import type { Verifier } from "./auth/mod.ts";
+import type { Broker } from "./backends/broker/mod.ts";
 import { type Client, type ClientHandler, prepare } from "./client.ts";
 import type { Hub } from "./hub.ts";
 import {
@@ -30,8 +30,8 @@ import {
   roomKey,
   type ServerFrame,
 } from "./message.ts";
-import type { Presence } from "./presence.ts";
-import type { AppendInput, MessageStore } from "./store.ts";
+import type { Presence } from "./backends/presence/mod.ts";
+import type { AppendInput, MessageStore } from "./backends/store/mod.ts";
 
 /** Most appends in flight on one node before new sends are answered `overloaded`. */
 export const MAX_PENDING_APPENDS = 10_000;

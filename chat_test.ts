@@ -15,15 +15,15 @@
  * and counts for connections that never open or are refused on open.
  */
 import assert from "node:assert/strict";
-import { type Event, eventually, startTestServer, TestSocket } from "./_server_testing.ts";
-import { fakeClient } from "./_testing.ts";
-import { MemoryBroker } from "./broker_memory.ts";
+import { type Event, eventually, startTestServer, TestSocket } from "./tests/helpers/server.ts";
+import { fakeClient } from "./tests/helpers/fakes.ts";
+import { MemoryBroker } from "./backends/broker/memory.ts";
 import { Chat } from "./chat.ts";
 import { OpeningWatch } from "./client.ts";
 import { Hub } from "./hub.ts";
 import { FrameParser } from "./message.ts";
-import { MemoryPresence } from "./presence_memory.ts";
-import { MemoryMessageStore } from "./store_memory.ts";
+import { MemoryPresence } from "./backends/presence/memory.ts";
+import { MemoryMessageStore } from "./backends/store/memory.ts";
 
 const sanitized = { sanitizeOps: true, sanitizeResources: true, sanitizeExit: true };
 

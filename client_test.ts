@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { fakeClient, RecordingHandler } from "./_testing.ts";
+import { fakeClient, RecordingHandler } from "./tests/helpers/fakes.ts";
 import {
   BatchCache,
   BURST_FACTOR,

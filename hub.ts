@@ -24,7 +24,7 @@
  * Events from sockets are offered with `trySend` (callers answer `overloaded` when it fails);
  * events that must not be lost (broker deliveries, join completions, unregistrations) use `send`.
  */
-import type { BrokerEvent } from "./broker.ts";
+import type { BrokerEvent } from "./backends/broker/mod.ts";
 import { type Client, prepare, type PreparedFrame } from "./client.ts";
 import { type ChatMessage, Close, PROTOCOL_VERSION, type ServerFrame } from "./message.ts";
 import { Queue } from "./queue.ts";

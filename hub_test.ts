@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { fakeClient, ManualFlusher } from "./_testing.ts";
+import { fakeClient, ManualFlusher } from "./tests/helpers/fakes.ts";
 import { Hub, type HubEvent } from "./hub.ts";
 import type { ChatMessage, RoomMessage } from "./message.ts";
 

@@ -18,19 +18,19 @@ import {
   jsonLinesFormatter,
 } from "@logtape/logtape";
 import denoJson from "./deno.json" with { type: "json" };
-import { createVerifier, type Verifier } from "./auth.ts";
-import { type Broker, openBroker } from "./broker.ts";
+import { createVerifier, type Verifier } from "./auth/mod.ts";
+import { type Broker, openBroker } from "./backends/broker/mod.ts";
 import { Chat } from "./chat.ts";
 import { CLOSE_WATCHDOG_MS, MacrotaskFlusher } from "./client.ts";
-import { type Config, parseConfig, summarize } from "./config.ts";
+import { type Config, parseConfig, summarize } from "./config/mod.ts";
 import { Hub } from "./hub.ts";
 import { Close, FrameParser } from "./message.ts";
-import { Metrics } from "./metrics.ts";
-import type { Presence } from "./presence.ts";
-import { RateLimiter } from "./rate_limit.ts";
+import { Metrics } from "./metrics/mod.ts";
+import type { Presence } from "./backends/presence/mod.ts";
+import { RateLimiter } from "./auth/rate_limit.ts";
 import { ParleyHttp } from "./server.ts";
-import { type MessageStore, openStore } from "./store.ts";
-import { tokenCommand } from "./token.ts";
+import { type MessageStore, openStore } from "./backends/store/mod.ts";
+import { tokenCommand } from "./auth/token.ts";
 
 /** The server's version, from deno.json. */
 export const VERSION: string = denoJson.version;
@@ -236,10 +236,10 @@ export async function startParley(config: Config, options: StartOptions = {}): P
 /** Opens the presence backend: Redis when `--redis` is set, else this process. */
 async function openPresence(config: Config): Promise<Presence> {
   if (config.redis !== undefined) {
-    const { RedisPresence } = await import("./presence_redis.ts");
+    const { RedisPresence } = await import("./backends/presence/redis.ts");
     return await RedisPresence.open({ url: config.redis, ttlSeconds: config.presenceTtl });
   }
-  const { MemoryPresence } = await import("./presence_memory.ts");
+  const { MemoryPresence } = await import("./backends/presence/memory.ts");
   return new MemoryPresence();
 }
 

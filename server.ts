@@ -10,8 +10,8 @@
  * belongs to the Hub (registry), the Clients (sockets) and the store and broker.
  */
 import { getLogger } from "@logtape/logtape";
-import { tokenFromRequest, type Verifier } from "./auth.ts";
-import type { Broker } from "./broker.ts";
+import { tokenFromRequest, type Verifier } from "./auth/mod.ts";
+import type { Broker } from "./backends/broker/mod.ts";
 import type { Chat } from "./chat.ts";
 import {
   Client,
@@ -30,8 +30,8 @@ import {
   roomKey,
   SUBPROTOCOL,
 } from "./message.ts";
-import type { Presence } from "./presence.ts";
-import type { MessageStore } from "./store.ts";
+import type { Presence } from "./backends/presence/mod.ts";
+import type { MessageStore } from "./backends/store/mod.ts";
 // The browser client is part of the module graph, not read from disk: serving it needs no read
 // permission and no particular working directory, and `deno compile` embeds it.
 import appJs from "./static/app.js" with { type: "text" };

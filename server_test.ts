@@ -10,7 +10,7 @@ import {
   startTestServer,
   TestSocket,
   writeAll,
-} from "./_server_testing.ts";
+} from "./tests/helpers/server.ts";
 
 const sanitized = { sanitizeOps: true, sanitizeResources: true, sanitizeExit: true };
 

@@ -18,8 +18,8 @@
  *
  *     deno run --allow-all bench/cluster_bench.ts
  */
-import { RedisServer } from "../_redis_server.ts";
-import { type ServerProcess, spawnServer } from "../_server_testing.ts";
+import { RedisServer } from "../tests/helpers/redis_server.ts";
+import { type ServerProcess, spawnServer } from "../tests/helpers/server.ts";
 
 /** Connected clients, all members of `lobby`. */
 const CLIENTS = 200;

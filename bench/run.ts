@@ -33,7 +33,7 @@ import { parseArgs } from "node:util";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { LoaderEvent, LoaderReport, LoaderSpec } from "./loader.ts";
-import { RedisServer } from "../_redis_server.ts";
+import { RedisServer } from "../tests/helpers/redis_server.ts";
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 const BENCH = join(ROOT, "bench");
@@ -1817,7 +1817,7 @@ const START_MARK = "<!-- bench:results:start -->";
 const END_MARK = "<!-- bench:results:end -->";
 
 async function writeMarkdown(section: string): Promise<void> {
-  const path = join(ROOT, "BENCHMARKS.md");
+  const path = join(ROOT, "docs", "BENCHMARKS.md");
   let text: string;
   try {
     text = await Deno.readTextFile(path);
@@ -1970,11 +1970,11 @@ async function main(args: string[]): Promise<void> {
     await writeMarkdown(section);
     // Keep `deno task check` clean: write the files in deno fmt's shape.
     await new Deno.Command(Deno.execPath(), {
-      args: ["fmt", "--quiet", join(ROOT, "BENCHMARKS.md"), file],
+      args: ["fmt", "--quiet", join(ROOT, "docs", "BENCHMARKS.md"), file],
       cwd: ROOT,
       stdout: "null",
     }).output();
-    console.log(`Wrote ${file} and BENCHMARKS.md`);
+    console.log(`Wrote ${file} and docs/BENCHMARKS.md`);
   }
 }
 

@@ -17,9 +17,9 @@
 import { join } from "node:path";
 import type { Draft } from "../message.ts";
 import { roomKey } from "../message.ts";
-import type { MessageStore, StoreOptions } from "../store.ts";
-import { MemoryMessageStore } from "../store_memory.ts";
-import { SqliteMessageStore, type SqliteTuning } from "../store_sqlite.ts";
+import type { MessageStore, StoreOptions } from "../backends/store/mod.ts";
+import { MemoryMessageStore } from "../backends/store/memory.ts";
+import { SqliteMessageStore, type SqliteTuning } from "../backends/store/sqlite.ts";
 
 /** Runs per cell; the median is printed. */
 const RUNS = 3;

@@ -12,7 +12,7 @@
  * runs, about half a minute later.
  */
 import { parseArgs } from "node:util";
-import { spawnServer } from "../_server_testing.ts";
+import { spawnServer } from "../tests/helpers/server.ts";
 
 const { values, positionals } = parseArgs({
   args: Deno.args,

@@ -6,8 +6,8 @@
  *
  * Run: `deno run -A docs/screenshot.ts`. Everything it starts is stopped before it exits.
  */
-import { type ChatPage, type PageDocument, TestBrowser } from "../_browser_testing.ts";
-import { startTestServer } from "../_server_testing.ts";
+import { type ChatPage, type PageDocument, TestBrowser } from "../tests/helpers/browser.ts";
+import { startTestServer } from "../tests/helpers/server.ts";
 
 declare const document: PageDocument;
 
