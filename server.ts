@@ -32,12 +32,7 @@ import {
 } from "./message.ts";
 import type { Presence } from "./backends/presence/mod.ts";
 import type { MessageStore } from "./backends/store/mod.ts";
-// The browser client is part of the module graph, not read from disk: serving it needs no read
-// permission and no particular working directory, and `deno compile` embeds it.
-import appJs from "./static/app.js" with { type: "text" };
-import faviconSvg from "./static/favicon.svg" with { type: "text" };
-import indexHtml from "./static/index.html" with { type: "text" };
-import styleCss from "./static/style.css" with { type: "text" };
+import { STATIC_FILES } from "./static/mod.ts";
 
 /** Seconds a client is told to wait after a 503/429 for connection limits. */
 export const RETRY_AFTER_S = 5;
@@ -457,14 +452,6 @@ export class ParleyHttp {
     });
   }
 }
-
-/** The files under `static/`, by the name the routes use. */
-const STATIC_FILES: Readonly<Record<string, string>> = {
-  "index.html": indexHtml,
-  "app.js": appJs,
-  "style.css": styleCss,
-  "favicon.svg": faviconSvg,
-};
 
 const CONTENT_TYPES: Record<string, string> = {
   ".html": "text/html; charset=utf-8",
