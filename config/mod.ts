@@ -67,8 +67,9 @@ const DEFAULT_IDLE_TIMEOUT_S = 60;
 const MAX_DURATION_S = 86_400;
 /** Default store URL when neither `--store` nor `--redis` is given. */
 const DEFAULT_STORE = "sqlite:./parley.db";
-/** Default retention: messages kept per conversation, and age limit in days (0 = no age limit). */
-const DEFAULT_HISTORY_LIMIT = 10_000;
+/** Default messages kept per conversation (`--history-limit`); not the size of a history page. */
+const DEFAULT_HISTORY_RETENTION = 10_000;
+/** Longest `--history-days`, about a century; 0 keeps messages regardless of age. */
 const MAX_HISTORY_DAYS = 36_500;
 /** Default presence entry lifetime in seconds, refreshed while a connection lives. */
 const DEFAULT_PRESENCE_TTL_S = 30;
@@ -491,7 +492,7 @@ const OPTIONS = {
     arg: "N",
     group: "Storage",
     help: "Messages kept per room or DM conversation; older ones are deleted.",
-    default: DEFAULT_HISTORY_LIMIT,
+    default: DEFAULT_HISTORY_RETENTION,
     ...integer(1, MAX_COUNT),
   }),
   historyDays: option({
