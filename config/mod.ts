@@ -34,7 +34,7 @@
  */
 import { parseArgs } from "node:util";
 import { z } from "zod";
-import { ROOM_NAME } from "../message.ts";
+import { ROOM_NAME, utf8Bytes } from "../message.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
 /** Exit status for a usage error, as for any command-line tool that rejects its arguments. */
@@ -298,10 +298,6 @@ function origin(text: string): string | undefined {
   const port = match[3] === undefined ? 0 : Number(match[3].slice(1));
   // Browsers send the scheme and host in lower case, so store them that way.
   return port <= 65535 ? text.toLowerCase() : undefined;
-}
-
-function utf8Bytes(text: string): number {
-  return new TextEncoder().encode(text).byteLength;
 }
 
 // ---------------------------------------------------------------------------------------------
