@@ -34,6 +34,7 @@
  */
 import { parseArgs } from "node:util";
 import { z } from "zod";
+import { MIN_SECRET_BYTES } from "../auth/mod.ts";
 import { ROOM_NAME, utf8Bytes } from "../message.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
@@ -75,8 +76,6 @@ const MAX_HISTORY_DAYS = 36_500;
 const DEFAULT_PRESENCE_TTL_S = 30;
 /** Default size above which a room gets no `user_joined`/`user_left` events. */
 const DEFAULT_PRESENCE_EVENTS_MAX = 1000;
-/** Shortest HS256 secret, in UTF-8 bytes (RFC 7518 §3.2: at least the hash size). */
-const MIN_JWT_SECRET_BYTES = 32;
 /** Shortest API key for `POST /api/...`, in characters. */
 const MIN_API_KEY_CHARS = 16;
 /** Default per-connection token bucket: refill rate in messages/s, and burst capacity. */
@@ -526,12 +525,12 @@ const OPTIONS = {
     env: "PARLEY_JWT_SECRET",
     arg: "SECRET",
     group: "Authentication",
-    help: `HS256 secret of at least ${MIN_JWT_SECRET_BYTES} bytes; turns on token mode. ` +
+    help: `HS256 secret of at least ${MIN_SECRET_BYTES} bytes; turns on token mode. ` +
       "Prefer the environment variable: flags show in ps.",
     default: undefined,
     secret: true,
-    parse: (text) => utf8Bytes(text) >= MIN_JWT_SECRET_BYTES ? text : undefined,
-    expected: `a secret of at least ${MIN_JWT_SECRET_BYTES} bytes of UTF-8`,
+    parse: (text) => utf8Bytes(text) >= MIN_SECRET_BYTES ? text : undefined,
+    expected: `a secret of at least ${MIN_SECRET_BYTES} bytes of UTF-8`,
   }),
   jwks: option({
     flag: "jwks",
