@@ -16,17 +16,19 @@
 import { getLogger } from "@logtape/logtape";
 import type { Verifier } from "./auth/mod.ts";
 import type { Broker } from "./backends/broker/mod.ts";
-import { type Client, type ClientHandler, prepare } from "./client.ts";
+import type { Client, ClientHandler } from "./client.ts";
 import type { Hub } from "./hub.ts";
 import {
   type ChatMessage,
   type ClientFrame,
   Close,
+  DEFAULT_HISTORY_LIMIT,
   directKey,
   type Draft,
   type ErrorCode,
   errorFrame,
   type FrameParser,
+  prepare,
   roomKey,
   type ServerFrame,
 } from "./message.ts";
@@ -38,7 +40,6 @@ export const MAX_PENDING_APPENDS = 10_000;
 /** Upper bound on messages replayed by one `join … since`; also capped at half the outbox. */
 export const MAX_REPLAY = 5_000;
 /** Default page size of `history`. */
-export const DEFAULT_HISTORY_LIMIT = 50;
 
 const log = getLogger(["parley", "chat"]);
 const connectionLog = getLogger(["parley", "connection"]);

@@ -21,7 +21,7 @@
  * Code above this file never sees a raw WebSocket, only a {@link SocketLike}.
  */
 import { clearImmediate, setImmediate } from "node:timers";
-import { Close, type CloseCode, exceedsUtf8, utf8Bytes } from "./message.ts";
+import { Close, type CloseCode, exceedsUtf8, type PreparedFrame } from "./message.ts";
 
 /** Most events packed into one batch frame. */
 export const MAX_BATCH_EVENTS = 256;
@@ -70,19 +70,6 @@ export interface SocketLike {
 /** WebSocket ready states. */
 export const CONNECTING = 0;
 export const OPEN = 1;
-export const CLOSED = 3;
-
-/** A server frame encoded once, with its UTF-8 size, shared by every recipient. */
-export interface PreparedFrame {
-  readonly text: string;
-  readonly bytes: number;
-}
-
-/** Encodes a value once for any number of recipients (gorilla's PreparedMessage). */
-export function prepare(frame: unknown): PreparedFrame {
-  const text = JSON.stringify(frame);
-  return { text, bytes: utf8Bytes(text) };
-}
 
 /** What a Client reports upward; implemented by the chat layer. */
 export interface ClientHandler {

@@ -7,11 +7,9 @@ import {
   MAX_BATCH_BYTES,
   MAX_BATCH_EVENTS,
   OpeningWatch,
-  prepare,
-  type PreparedFrame,
   SOCKET_HIGH_WATER_BYTES,
 } from "./client.ts";
-import { utf8Bytes } from "./message.ts";
+import { prepare, type PreparedFrame, utf8Bytes } from "./message.ts";
 
 const frame = (n: number): PreparedFrame => prepare({ type: "message", id: n });
 

@@ -25,8 +25,15 @@
  * events that must not be lost (broker deliveries, join completions, unregistrations) use `send`.
  */
 import type { BrokerEvent } from "./backends/broker/mod.ts";
-import { type Client, prepare, type PreparedFrame } from "./client.ts";
-import { type ChatMessage, Close, PROTOCOL_VERSION, type ServerFrame } from "./message.ts";
+import type { Client } from "./client.ts";
+import {
+  type ChatMessage,
+  Close,
+  prepare,
+  type PreparedFrame,
+  PROTOCOL_VERSION,
+  type ServerFrame,
+} from "./message.ts";
 import { Queue } from "./queue.ts";
 
 /** Default capacity of the hub's event queue. */
@@ -149,11 +156,6 @@ export class Hub {
   /** Online user names of a room on this node, sorted; a snapshot for tests. */
   usersIn(room: string): string[] {
     return [...(this.#rooms.get(room)?.users.keys() ?? [])].sort();
-  }
-
-  /** Live member connections of a room. */
-  membersOf(room: string): number {
-    return this.#rooms.get(room)?.live.size ?? 0;
   }
 
   /** Connections of a user on this node. */

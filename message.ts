@@ -5,9 +5,10 @@
  * Invariants:
  * - Inbound frames are validated with strict zod objects: an unknown key is an error, so a
  *   `__proto__` or `constructor` key never reaches application code.
- * - {@link parseClientFrame} never throws; every failure is a {@link ParseFailure} carrying a
+ * - {@link FrameParser.parse} never throws; every failure is a {@link ParseFailure} carrying a
  *   protocol error code and a message that names the offending field.
- * - Server frames are plain objects encoded once with `JSON.stringify`; stored chat messages
+ * - Server frames are plain objects encoded once ({@link prepare}) and the same string is sent to
+ *   every recipient (gorilla's PreparedMessage); stored chat messages
  *   ({@link ChatMessage}) are already in their wire shape, so history and live delivery send the
  *   same bytes.
  *
@@ -28,6 +29,16 @@ export const DEFAULT_HISTORY_LIMIT = 50;
 export const MAX_USER_CHARS = 64;
 
 /** Room names: 1–64 letters, digits, `-`, `_`, `.`. */
+/** Text without control characters: user names must match it. */
+// deno-lint-ignore no-control-regex
+const CONTROL_FREE = /^[^\u0000-\u001f\u007f]*$/;
+
+/** Whether a user name is valid: 1–{@link MAX_USER_CHARS} characters, no control characters. The
+ * same rule applies to `?name=`, the HTTP API's `sender` and a frame's `sender`. */
+export function validUserName(name: string): boolean {
+  return name.length >= 1 && name.length <= MAX_USER_CHARS && CONTROL_FREE.test(name);
+}
+
 export const ROOM_NAME = /^[A-Za-z0-9._-]{1,64}$/;
 
 /** The error codes of the protocol's `error` frame: the one list metrics and tests derive from. */
@@ -125,9 +136,16 @@ export type ServerFrame =
   | { type: "error"; code: ErrorCode; message: string; ref?: string }
   | { type: "pong"; ref?: string };
 
-/** Encodes a server frame; call once per broadcast and share the string. */
-export function encode(frame: ServerFrame): string {
-  return JSON.stringify(frame);
+/** A server frame encoded once, with its UTF-8 size, shared by every recipient. */
+export interface PreparedFrame {
+  readonly text: string;
+  readonly bytes: number;
+}
+
+/** Encodes a frame once for any number of recipients (gorilla's PreparedMessage). */
+export function prepare(frame: unknown): PreparedFrame {
+  const text = JSON.stringify(frame);
+  return { text, bytes: utf8Bytes(text) };
 }
 
 /** Builds an `error` frame, echoing `ref` when the failing frame carried one. */
@@ -171,8 +189,7 @@ function atMost<T extends z.ZodString>(schema: T, max: number): T {
 const ref = atMost(z.string().min(1), MAX_REF_CHARS);
 const room = z.string().regex(ROOM_NAME);
 // No control characters, as for `?name=` and the HTTP API: a name shows up in every client's UI.
-// deno-lint-ignore no-control-regex
-const user = atMost(z.string().min(1).regex(/^[^\u0000-\u001f\u007f]*$/), MAX_USER_CHARS);
+const user = atMost(z.string().min(1).regex(CONTROL_FREE), MAX_USER_CHARS);
 const messageId = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 const limit = z.number().int().min(1).max(MAX_HISTORY_LIMIT);
 

@@ -25,10 +25,12 @@ import type { Hub } from "./hub.ts";
 import {
   DEFAULT_HISTORY_LIMIT,
   MAX_HISTORY_LIMIT,
+  MAX_REF_CHARS,
   MAX_USER_CHARS,
   ROOM_NAME,
   roomKey,
   SUBPROTOCOL,
+  validUserName,
 } from "./message.ts";
 import type { Presence } from "./backends/presence/mod.ts";
 import type { MessageStore } from "./backends/store/mod.ts";
@@ -282,7 +284,7 @@ export class ParleyHttp {
     }
     const name = url.searchParams.get("name");
     if (name === null || name === "") return { user: `guest-${++this.#guests}`, named: false };
-    if (!validName(name)) {
+    if (!validUserName(name)) {
       return json(
         400,
         error(
@@ -418,11 +420,14 @@ export class ParleyHttp {
     if (typeof content !== "string" || content.length === 0 || content.length > max) {
       return json(400, error("invalid_message", `content must be 1 to ${max} characters`));
     }
-    if (typeof sender !== "string" || !validName(sender)) {
+    if (typeof sender !== "string" || !validUserName(sender)) {
       return json(400, error("invalid_message", "sender must be a valid user name"));
     }
-    if (ref !== undefined && (typeof ref !== "string" || ref.length === 0 || ref.length > 64)) {
-      return json(400, error("invalid_message", "ref must be 1 to 64 characters"));
+    if (
+      ref !== undefined &&
+      (typeof ref !== "string" || ref.length === 0 || ref.length > MAX_REF_CHARS)
+    ) {
+      return json(400, error("invalid_message", `ref must be 1 to ${MAX_REF_CHARS} characters`));
     }
     try {
       const message = await this.#deps.chat.publish({
@@ -493,12 +498,6 @@ function idParam(value: string | null): number | undefined | null {
   if (value === null || value === "") return undefined;
   if (!/^\d{1,15}$/.test(value)) return null;
   return Number(value);
-}
-
-/** A user name: 1–64 characters, no control characters. */
-export function validName(name: string): boolean {
-  // deno-lint-ignore no-control-regex
-  return name.length >= 1 && name.length <= MAX_USER_CHARS && !/[\u0000-\u001f\u007f]/.test(name);
 }
 
 /** A connection id: 72 random bits as 12 base64url characters, short enough to stay compact. */
