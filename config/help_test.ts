@@ -72,3 +72,24 @@ Deno.test("helpText() lists every flag with its environment variable and default
   assert.match(help.replace(/\s+/g, " "), /its flag, its environment variable, the config file/);
   for (const line of help.split("\n")) assert.ok(line.length <= 100, line);
 });
+
+/** The help block of one option, on one line, from its "  --flag" line to the next option's. */
+function helpBlock(flag: string): string {
+  const block = helpText().split(/\n(?= {2}-)/).find((b) => b.startsWith(`  --${flag} `));
+  if (block === undefined) assert.fail(`no help for --${flag}`);
+  return block.replace(/\s+/g, " ");
+}
+
+Deno.test("helpText() says what the server does at the connection and rate limits", () => {
+  // server.ts refuses the upgrade over --max-connections; no socket exists yet to close.
+  const connections = helpBlock("max-connections");
+  assert.match(connections, /refused with HTTP 503/);
+  assert.doesNotMatch(connections, /1013/);
+  // chat.ts asks the limiter about every frame before dispatching it, whatever its type.
+  for (const flag of ["rate", "burst"]) {
+    const block = helpBlock(flag);
+    assert.match(block, /Frames (per second )?one connection may send/, `--${flag}`);
+    assert.doesNotMatch(block, /Messages/, `--${flag}`);
+  }
+  assert.match(helpBlock("rate"), /Every frame counts, of any type/);
+});

@@ -99,9 +99,9 @@ export interface Config {
   jwtAudience?: string;
   /** Browser origins allowed to connect besides the server's own; `*` allows any. */
   allowedOrigin: string[];
-  /** Messages per second per connection (token bucket refill rate). */
+  /** Frames of any type per second per connection (token bucket refill rate). */
   rate: number;
-  /** Messages a connection may send at once (token bucket capacity). */
+  /** Frames a connection may send at once (token bucket capacity). */
   burst: number;
   /** Consecutive `rate_limited` errors before a close with 1008. */
   rateLimitStrikes: number;

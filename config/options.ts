@@ -57,7 +57,7 @@ const DEFAULT_PRESENCE_TTL_S = 30;
 const DEFAULT_PRESENCE_EVENTS_MAX = 1000;
 /** Shortest API key for `POST /api/...`, in characters. */
 const MIN_API_KEY_CHARS = 16;
-/** Default per-connection token bucket: refill rate in messages/s, and burst capacity. */
+/** Default per-connection token bucket: refill rate in frames/s, and capacity in frames. */
 const DEFAULT_RATE = 10;
 const DEFAULT_BURST = 20;
 const MAX_RATE = 1_000_000;
@@ -225,7 +225,8 @@ export const OPTIONS = {
     env: "PARLEY_MAX_CONNECTIONS",
     arg: "N",
     group: "Limits",
-    help: "Most open WebSocket connections on this node; beyond it, close 1013.",
+    help: "Most open WebSocket connections on this node; beyond it, an upgrade is refused " +
+      "with HTTP 503.",
     default: DEFAULT_MAX_CONNECTIONS,
     ...integer(1, MAX_COUNT),
   }),
@@ -371,7 +372,8 @@ export const OPTIONS = {
     env: "PARLEY_RATE",
     arg: "N",
     group: "Abuse",
-    help: "Messages per second one connection may send, on average (may be fractional).",
+    help: "Frames per second one connection may send, on average (may be fractional). " +
+      "Every frame counts, of any type (join, history, typing, ping), not only chat messages.",
     default: DEFAULT_RATE,
     ...positiveNumber(MAX_RATE),
   }),
@@ -380,7 +382,7 @@ export const OPTIONS = {
     env: "PARLEY_BURST",
     arg: "N",
     group: "Abuse",
-    help: "Messages one connection may send at once before --rate applies.",
+    help: "Frames one connection may send at once before --rate applies.",
     default: DEFAULT_BURST,
     ...integer(1, MAX_RATE),
   }),
