@@ -13,7 +13,14 @@
 import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
 import { START_PERMISSIONS, TestSocket } from "./helpers/server.ts";
-import { compileArgs, DEFAULT_OUTPUT, parseOutput } from "../deploy/compile.ts";
+import {
+  compileArgs,
+  DEFAULT_OUTPUT,
+  denortMissing,
+  parseOutput,
+  permissionFlags,
+  startPermissions,
+} from "../deploy/compile.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 /** How long the compiled server may take to print its listen banner, in milliseconds. */
@@ -26,6 +33,15 @@ type Denort = { found: true; env: Record<string, string>; where: string } | {
   found: false;
   reason: string;
 };
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 async function isFile(path: string): Promise<boolean> {
   try {
@@ -70,9 +86,13 @@ async function findDenort(): Promise<Denort> {
 
 const denort = await findDenort();
 
-Deno.test("compileArgs() bakes in the start task's permissions and skips bintrees' test data", () => {
+Deno.test("compileArgs() bakes in the start task's permission set and skips bintrees' test data", () => {
+  const config = {
+    tasks: { start: "deno run -P=server main.ts" },
+    permissions: { server: { net: true, read: ["."], env: ["PORT"], write: [".", "/var/x"] } },
+  };
   const args = compileArgs({
-    startTask: "deno run --allow-net --allow-env=PORT main.ts",
+    config,
     lockedNpm: ["zod@4.0.0", "bintrees@1.0.2", "tdigest@0.1.3"],
     denoDir: "/cache/deno",
     output: "/tmp/out/parley",
@@ -80,6 +100,8 @@ Deno.test("compileArgs() bakes in the start task's permissions and skips bintree
   assert.deepEqual(args, [
     "compile",
     "--allow-net",
+    "--allow-read=.",
+    "--allow-write=.,/var/x",
     "--allow-env=PORT",
     "--include",
     "static/",
@@ -89,10 +111,106 @@ Deno.test("compileArgs() bakes in the start task's permissions and skips bintree
     "/tmp/out/parley",
     "main.ts",
   ]);
+});
+
+Deno.test("startPermissions() reads the set the start task names, or explains why it cannot", () => {
+  const permissions = { default: { net: true }, server: { read: ["."], run: false, sys: [] } };
+  const flags = (start: string) => startPermissions({ tasks: { start }, permissions });
+  assert.deepEqual(flags("deno run -P=server main.ts"), ["--allow-read=."]);
+  assert.deepEqual(flags("deno run --permission-set=server main.ts"), ["--allow-read=."]);
+  assert.deepEqual(flags("deno run -P main.ts"), ["--allow-net"]);
+  assert.throws(() => flags("deno run --allow-net main.ts"), /from a set only, not --allow-net/);
+  assert.throws(() => flags("deno run -A -P main.ts"), /from a set only, not -A/);
+  assert.throws(() => flags("deno run main.ts"), /loads no permission set/);
+  assert.throws(() => flags("deno run -P=other main.ts"), /no permission set "other"/);
+  assert.throws(() => startPermissions({}), /no "start" task/);
   assert.throws(
-    () => compileArgs({ startTask: "deno run main.ts", lockedNpm: [], denoDir: "/c", output: "o" }),
-    /no --allow-\* flags/,
+    () => permissionFlags({ read: { allow: ["."], deny: ["./secret"] } }, "s"),
+    /permission set "s" has "read" neither true, false nor a list of strings/,
   );
+  assert.throws(() => permissionFlags({ all: true }, "s"), /unsupported key "all"/);
+  assert.throws(() => permissionFlags({ read: ["a,b"] }, "s"), /with a comma in "read"/);
+  assert.throws(() => permissionFlags(["--allow-net"], "s"), /is not an object/);
+});
+
+Deno.test("denortMissing() turns Deno's failure to get denort into one line", () => {
+  const machine = { version: "2.9.6", target: "x86_64-unknown-linux-gnu", denoDir: "/cache" };
+  // What Deno 2.9.6 prints offline, shortened.
+  const offline = [
+    "error: Writing deno compile executable to temporary file 'dist/parley.tmp-1'",
+    "",
+    "Caused by:",
+    "    0: Setting up base binary.",
+    "    1: error sending request for url (https://example.invalid/denort.zip): client error",
+    "    2: dns error",
+    "    3: failed to lookup address information: Name or service not known",
+    "",
+    "Stack backtrace:",
+    "   0: <unknown>",
+  ].join("\n");
+  assert.equal(
+    denortMissing(offline, machine),
+    "Cannot compile: the denort runtime is missing (Deno could not download " +
+      "denort-x86_64-unknown-linux-gnu.zip: failed to lookup address information: Name or " +
+      "service not known); set DENORT_BIN to a denort 2.9.6 executable for " +
+      "x86_64-unknown-linux-gnu, or put denort-x86_64-unknown-linux-gnu.zip in " +
+      "/cache/dl/release/v2.9.6/",
+  );
+  const named = "error: Writing\n\nCaused by:\n    0: Could not find denort at '/opt/denort'\n";
+  assert.equal(
+    denortMissing(named, machine),
+    "Cannot compile: the denort runtime is missing: DENORT_BIN=/opt/denort is no file; " +
+      "set DENORT_BIN to a denort 2.9.6 executable for x86_64-unknown-linux-gnu",
+  );
+  assert.equal(denortMissing('error: Module not found "file:///x.ts".', machine), undefined);
+});
+
+// No DENORT_BIN, a Deno cache without the denort archive (the npm packages shared with the real
+// cache, so nothing else is fetched) and a proxy on a closed port, so the download fails on any
+// machine, online or not, and fails fast.
+Deno.test({
+  name: "deno task compile with no denort available says so in one line, without a backtrace",
+  sanitizeOps: true,
+  sanitizeResources: true,
+  fn: async () => {
+    const cache = await Deno.makeTempDir({ prefix: "parley-compile-cache-" });
+    try {
+      const real = await denoDir();
+      assert.ok(real !== undefined, "deno info reports its cache directory");
+      await Deno.symlink(join(real, "npm"), join(cache, "npm"));
+      const env: Record<string, string> = {
+        DENO_DIR: cache,
+        HTTPS_PROXY: "http://127.0.0.1:1",
+        NO_COLOR: "1",
+      };
+      for (const name of ["PATH", "HOME"]) {
+        const value = Deno.env.get(name);
+        if (value !== undefined) env[name] = value;
+      }
+      const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+        args: ["task", "--quiet", "compile", "--output", join(cache, "parley")],
+        cwd: ROOT,
+        clearEnv: true,
+        env,
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const log = new TextDecoder().decode(stderr);
+      assert.notEqual(code, 0, log);
+      const lines = log.trimEnd().split("\n");
+      const last = lines[lines.length - 1]!;
+      assert.match(
+        last,
+        /^Cannot compile: the denort runtime is missing \(Deno could not download /,
+      );
+      assert.match(last, /; set DENORT_BIN to a denort \S+ executable for \S+, or put denort-/);
+      assert.ok(last.endsWith(` in ${cache}/dl/release/v${Deno.version.deno}/`), last);
+      assert.doesNotMatch(log, /^error|Caused by|Stack backtrace|<unknown>/m);
+      assert.equal(await exists(join(cache, "parley")), false);
+    } finally {
+      await Deno.remove(cache, { recursive: true });
+    }
+  },
 });
 
 Deno.test("deploy/compile.ts takes --output and refuses anything else", () => {

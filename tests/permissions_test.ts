@@ -1,20 +1,24 @@
 /**
- * Tests that Parley runs with exactly the permissions of `deno task start` (which `dev` and
- * `compile` share): every feature is exercised in a child process started with those flags in a
- * fresh working directory, and any permission error in its output fails the test.
+ * Tests that Parley runs with exactly the permissions of `deno task start`: the permission set its
+ * `-P=server` loads from deno.json, which `dev` loads too and deploy/compile.ts bakes into the
+ * binary. The set is written out as `--allow-*` flags (START_PERMISSIONS, the same flags the
+ * binary gets), a probe shows those flags grant exactly what `-P=server` grants, and every feature
+ * is exercised in a child process started with them in a fresh working directory; any permission
+ * error in its output fails the test. One test runs `deno task start` itself.
  *
  * Features covered: the default SQLite store (`./parley.db` in the working directory, across a
- * restart), the browser client, health, readiness and metrics, token mode from
- * `PARLEY_JWT_SECRET`, a JWKS file, TLS from cert and key files, a config file by `--config` and by
- * `PARLEY_CONFIG`, the Redis store and broker, and the `--version`, `--help` and `token`
- * subcommands of the same entry point. The grants are also shown to be narrow: a store outside
- * them is refused, and `--allow-env` names exactly the variables `config.ts` reads. The compiled
- * binary bakes in the same flags (deploy/compile.ts); compile_test.ts runs it when it can.
+ * restart), a store and a config file named by relative paths, the browser client, health,
+ * readiness and metrics, token mode from `PARLEY_JWT_SECRET`, a JWKS file, TLS from cert and key
+ * files, a config file by `--config` and by `PARLEY_CONFIG`, the Redis store and broker, and the
+ * `--version`, `--help` and `token` subcommands of the same entry point. The grants are also shown
+ * to be narrow: a store outside the working directory is refused, and the set's `env` names
+ * exactly the variables config/ reads. compile_test.ts runs the compiled binary when it can.
  */
 import assert from "node:assert/strict";
+import { basename, join } from "node:path";
 import * as jose from "jose";
 import { ENV_VARS } from "../config/mod.ts";
-import { compileArgs } from "../deploy/compile.ts";
+import { compileArgs, type DenoConfig, permissionFlags } from "../deploy/compile.ts";
 import { RedisServer } from "./helpers/redis_server.ts";
 import { rawUpgrade, spawnServer, START_PERMISSIONS, TestSocket } from "./helpers/server.ts";
 import { selfSignedCert, tlsWebSocket } from "./helpers/tls.ts";
@@ -27,12 +31,18 @@ function test(name: string, fn: () => void | Promise<void>) {
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const ROOT = new URL("../", import.meta.url).pathname;
-const TASKS: Record<string, string> = JSON.parse(
-  await Deno.readTextFile(new URL("../deno.json", import.meta.url)),
-).tasks;
+const DENO_JSON = join(ROOT, "deno.json");
+const CONFIG: DenoConfig & { tasks: Record<string, string> } = JSON.parse(
+  await Deno.readTextFile(DENO_JSON),
+);
+const TASKS = CONFIG.tasks;
+/** The permission set `deno task start` loads. */
+const SET = "server";
 const SECRET = "permissions-test-secret-".padEnd(40, "x");
 /** What Deno prints when an operation lacks a permission. */
 const PERMISSION_ERROR = /NotCapable|PermissionDenied|Requires \w+ access|run again with --allow-/;
+/** The longest `Task start …` line `deno task start` may print, in characters. */
+const TASK_LINE_MAX = 120;
 
 /** The `--allow-*` flags of a task, in order. */
 function permissionsOf(task: string): string[] {
@@ -93,33 +103,159 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-test("deno task start, dev and compile grant the same narrow permissions", () => {
-  const start = permissionsOf("start");
-  assert.deepEqual(START_PERMISSIONS, start);
-  assert.deepEqual(permissionsOf("dev"), start);
-  // The compile task runs deploy/compile.ts, which bakes in the start task's flags.
+/**
+ * What a process may do, as `Deno.permissions.query` answers from inside it: read and write for
+ * each path, each environment variable, and network, subprocess, system and FFI access.
+ */
+const PROBE = `
+const paths = Deno.args[0].split(",");
+const vars = Deno.args[1].split(",");
+const states = {};
+for (const path of paths) {
+  for (const name of ["read", "write"]) {
+    states[name + " " + path] = (await Deno.permissions.query({ name, path })).state;
+  }
+}
+for (const variable of vars) {
+  states["env " + variable] = (await Deno.permissions.query({ name: "env", variable })).state;
+}
+for (const name of ["net", "run", "sys", "ffi"]) {
+  states[name] = (await Deno.permissions.query({ name })).state;
+}
+console.log(JSON.stringify(states));
+`;
+
+/** Runs the probe from the project directory with the given permission options. */
+async function probe(
+  options: string[],
+  paths: string[],
+  vars: string[],
+): Promise<Record<string, string>> {
+  const dir = await Deno.makeTempDir({ prefix: "parley-probe-" });
+  try {
+    await Deno.writeTextFile(`${dir}/probe.js`, PROBE);
+    const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--quiet", "--config", DENO_JSON, ...options, `${dir}/probe.js`, ...[
+        paths.join(","),
+        vars.join(","),
+      ]],
+      cwd: ROOT,
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(code, 0, new TextDecoder().decode(stderr));
+    return JSON.parse(new TextDecoder().decode(stdout));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+test("deno task start and dev load one permission set, and compile bakes the same in", () => {
+  assert.match(TASKS.start ?? "", new RegExp(`^deno run -P=${SET} main\\.ts$`));
+  assert.match(TASKS.dev ?? "", new RegExp(`^deno run --watch -P=${SET} main\\.ts( |$)`));
+  assert.deepEqual(permissionsOf("start"), []);
+  assert.deepEqual(permissionsOf("dev"), []);
+  assert.deepEqual(START_PERMISSIONS, permissionFlags(CONFIG.permissions?.[SET], SET));
+  // The compile task runs deploy/compile.ts, which bakes in the start task's set.
   assert.deepEqual(permissionsOf("compile"), [
     "--allow-read=deno.json,deno.lock",
     "--allow-run=deno",
   ]);
-  const baked = compileArgs({
-    startTask: TASKS.start ?? "",
-    lockedNpm: [],
-    denoDir: "/cache",
-    output: "dist/parley",
-  }).filter((arg) => arg.startsWith("--allow-"));
-  assert.deepEqual(baked, start);
-  // Every grant but the network one names what it allows.
-  const broad = start.filter((flag) => !flag.includes("=") && flag !== "--allow-net");
-  assert.deepEqual(broad, []);
-  const kinds = start.map((flag) => flag.split("=")[0]).sort();
-  assert.deepEqual(kinds, ["--allow-env", "--allow-net", "--allow-read", "--allow-write"]);
+  const baked = compileArgs({ config: CONFIG, lockedNpm: [], denoDir: "/cache", output: "o" })
+    .filter((arg) => arg.startsWith("--allow-"));
+  assert.deepEqual(baked, START_PERMISSIONS);
 });
 
-test("deno task start allows exactly the environment variables config.ts reads", () => {
-  const env = permissionsOf("start").find((flag) => flag.startsWith("--allow-env="));
-  const names = env?.slice("--allow-env=".length).split(",") ?? [];
-  assert.deepEqual([...names].sort(), [...ENV_VARS].sort());
+test("the start permission set reads and writes the working directory and Parley's own folders", () => {
+  const set = CONFIG.permissions?.[SET] as Record<string, unknown>;
+  assert.deepEqual(Object.keys(set).sort(), ["env", "net", "read", "write"]);
+  assert.equal(set.net, true);
+  assert.deepEqual(set.read, [".", "/etc/parley", "/var/lib/parley"]);
+  assert.deepEqual(set.write, [".", "/var/lib/parley"]);
+});
+
+test("the start permission set allows exactly the environment variables config/ reads", () => {
+  const env = CONFIG.permissions?.[SET] as { env?: string[] };
+  assert.deepEqual([...env.env ?? []].sort(), [...ENV_VARS].sort());
+});
+
+test("the written-out start permissions grant exactly what -P=server grants", async () => {
+  const paths = [
+    ".",
+    "./chat.db",
+    "./parley.json",
+    "./data/deep/parley.db",
+    ROOT,
+    "..",
+    "/etc/parley",
+    "/etc/parley/parley.json",
+    "/etc/passwd",
+    "/var/lib/parley",
+    "/var/lib/parley/parley.db",
+    "/var/lib",
+    "/tmp",
+  ];
+  const vars = [...ENV_VARS, "HOME", "PATH", "DENO_DIR", "PARLEY_UNKNOWN"];
+  const fromSet = await probe([`-P=${SET}`], paths, vars);
+  const fromFlags = await probe([...START_PERMISSIONS], paths, vars);
+  assert.deepEqual(fromFlags, fromSet);
+  // The comparison means something only if the set grants some of these and not others.
+  assert.equal(fromSet["write ./chat.db"], "granted");
+  assert.equal(fromSet["write ./data/deep/parley.db"], "granted");
+  assert.equal(fromSet["read /etc/parley/parley.json"], "granted");
+  assert.equal(fromSet["write /etc/parley/parley.json"], "prompt");
+  assert.equal(fromSet["write /var/lib/parley/parley.db"], "granted");
+  assert.equal(fromSet["read /etc/passwd"], "prompt");
+  assert.equal(fromSet["write .."], "prompt");
+  assert.equal(fromSet["env PARLEY_STORE"], "granted");
+  assert.equal(fromSet["env HOME"], "prompt");
+  assert.equal(fromSet["net"], "granted");
+  assert.equal(fromSet["run"], "prompt");
+});
+
+test("deno task start prints a short task line and serves until SIGTERM", async () => {
+  // The memory store keeps the project directory untouched.
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["task", "start", "--host", "127.0.0.1", "--port", "0", "--store", "memory:"],
+    cwd: ROOT,
+    env: { NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let output = "";
+  const collect = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const text of stream.pipeThrough(new TextDecoderStream())) output += text;
+  };
+  const collecting = Promise.all([collect(child.stdout), collect(child.stderr)]);
+  let stopped = false;
+  try {
+    const deadline = Date.now() + 20_000;
+    let url: URL | undefined;
+    while (url === undefined) {
+      const match = /listening on (http:\/\/[^\s/]+\/)/.exec(output);
+      if (match !== null) url = new URL(match[1]!);
+      else if (Date.now() > deadline) throw new Error(`deno task start did not listen:\n${output}`);
+      else await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.deepEqual(JSON.parse((await get(url, "/healthz")).body), { status: "ok" });
+    // deno task passes the signal on to the server, which drains and exits 0.
+    child.kill("SIGTERM");
+    stopped = true;
+    assert.equal((await child.status).code, 0, output);
+    await collecting;
+  } finally {
+    if (!stopped) {
+      child.kill("SIGKILL");
+      await child.status;
+      await collecting;
+    }
+  }
+  const line = output.split("\n").find((l) => l.startsWith("Task start "));
+  assert.ok(line !== undefined, output);
+  assert.ok(line.length <= TASK_LINE_MAX, `the task line is ${line.length} characters: ${line}`);
+  assertNoPermissionErrors(output, "deno task start");
 });
 
 test("deno task token may read only the token helper's variables", () => {
@@ -186,18 +322,52 @@ test("server under the start permissions serves the browser client, health and m
   });
 });
 
-test("server under the start permissions refuses a store outside its write grants", async () => {
+test("server under the start permissions keeps a relative --store and reads a relative --config", async () => {
   await inTempDir(async (dir) => {
+    await Deno.writeTextFile(`${dir}/parley.json`, JSON.stringify({ defaultRoom: "general" }));
+    const args = ["--store", "sqlite:./chat.db", "--config", "./parley.json"];
+    let id: unknown;
+    {
+      await using server = await spawnServer(args, { cwd: dir });
+      await using alice = await TestSocket.open(server.ws({ name: "alice" }), { welcome: false });
+      assert.deepEqual((await alice.next("welcome")).rooms, ["general"]);
+      await using bob = await TestSocket.open(server.ws({ name: "bob" }));
+      alice.send({ type: "message", room: "general", content: "into chat.db", ref: "c1" });
+      id = (await alice.next("ack", (e) => e.ref === "c1")).id;
+      const received = await bob.next("message");
+      assert.equal(received.content, "into chat.db");
+      assert.equal(received.id, id);
+      await alice.close();
+      await bob.close();
+      assert.equal((await server.stop("SIGTERM")).code, 0, server.output());
+      assertNoPermissionErrors(server.output(), "first run");
+    }
+    assert.ok((await Deno.stat(`${dir}/chat.db`)).size > 0, "chat.db is written");
+    assert.equal(await exists(`${dir}/parley.db`), false);
+    // The message is in the file, not only in the first process: a second server reads it back.
+    await using again = await spawnServer(args, { cwd: dir });
+    await using carol = await TestSocket.open(again.ws({ name: "carol" }));
+    carol.send({ type: "history", room: "general" });
+    const messages = (await carol.next("history")).messages as { id: number; content: string }[];
+    assert.deepEqual(messages.map((m) => [m.id, m.content]), [[id, "into chat.db"]]);
+    await carol.close();
+    assert.equal((await again.stop("SIGTERM")).code, 0, again.output());
+    assertNoPermissionErrors(again.output(), "second run");
+  });
+});
+
+test("server under the start permissions refuses a store outside the working directory", async () => {
+  await inTempDir(async (dir) => {
+    // A sibling of the working directory: unique, and outside every grant.
+    const outside = `../${basename(dir)}-outside.db`;
     const { code, stderr } = await runMain(
-      ["--host", "127.0.0.1", "--port", "0", "--store", "sqlite:./elsewhere.db"],
+      ["--host", "127.0.0.1", "--port", "0", "--store", `sqlite:${outside}`],
       { cwd: dir },
     );
-    assert.equal(code, 1);
-    assert.match(
-      stderr,
-      /^parley: Cannot open store: .*Requires write access to "\.\/elsewhere\.db"/m,
-    );
-    assert.equal(await exists(`${dir}/elsewhere.db`), false);
+    assert.equal(code, 1, stderr);
+    // Opening the store touches the parent directory first: either access is refused.
+    assert.match(stderr, /Requires (read|write) access to \\?"\.\./);
+    assert.equal(await exists(`${dir}/${outside}`), false);
   });
 });
 

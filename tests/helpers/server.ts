@@ -7,6 +7,7 @@
  */
 import { type Config, parseConfig } from "../../config/mod.ts";
 import { type Parley, type StartOptions, startParley } from "../../main.ts";
+import { startPermissions } from "../../deploy/compile.ts";
 
 /** A configuration for tests: loopback, port 0, memory store, given flags on top. */
 export function testConfig(args: string[] = [], env: Record<string, string> = {}): Config {
@@ -332,10 +333,17 @@ export interface ServerProcess extends AsyncDisposable {
   stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
 }
 
-/** The permission flags of `deno task start`, so process tests run with exactly those. */
-export const START_PERMISSIONS: readonly string[] = JSON.parse(
-  await Deno.readTextFile(new URL("../../deno.json", import.meta.url)),
-).tasks.start.split(" ").filter((part: string) => part.startsWith("--allow-"));
+/**
+ * The permissions of `deno task start`, as `--allow-*` flags: the set its `-P=NAME` loads from
+ * deno.json, written out as deploy/compile.ts bakes it into the binary. Process tests start the
+ * server with these from a temporary working directory, where a relative path such as `.` means
+ * that directory just as it means the project directory under `deno task start` (which runs
+ * there); `-P` itself would resolve it against deno.json. tests/permissions_test.ts checks that
+ * these flags grant what the set grants.
+ */
+export const START_PERMISSIONS: readonly string[] = startPermissions(
+  JSON.parse(await Deno.readTextFile(new URL("../../deno.json", import.meta.url))),
+);
 
 /**
  * Starts `main.ts` in a child process on 127.0.0.1 and a free port (or `options.port`, to
