@@ -1,7 +1,7 @@
 /**
  * An in-process {@link MessageStore} for `--store memory:`: throwaway runs and tests.
  *
- * It keeps the full contract of `store.ts` (ids, idempotency, retention) but nothing survives the
+ * It keeps the full contract of `mod.ts` (ids, idempotency, retention) but nothing survives the
  * process. Each conversation is an array in ascending id order, so pages are binary searches.
  */
 import type { ChatMessage } from "../../message.ts";
@@ -9,6 +9,7 @@ import { conversationKey } from "../../message.ts";
 import {
   type AppendInput,
   type AppendResult,
+  DAY_MS,
   type HistoryPage,
   type HistoryQuery,
   IDEMPOTENCY_WINDOW_MS,
@@ -16,8 +17,6 @@ import {
   type Replay,
   type StoreOptions,
 } from "./mod.ts";
-
-const DAY_MS = 86_400_000;
 
 interface Conversation {
   messages: ChatMessage[];

@@ -1,5 +1,5 @@
 /**
- * Runs the shared store contract (`_store_contract.ts`) against {@link MemoryMessageStore}.
+ * Runs the shared store contract (`_contract.ts`) against {@link MemoryMessageStore}.
  *
  * The memory store keeps nothing across a restart, so the durability cases are reported as
  * ignored rather than silently skipped.

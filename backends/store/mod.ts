@@ -1,8 +1,8 @@
 /**
  * The message store: the one place that assigns message ids and keeps history.
  *
- * Backends: `store_memory.ts` (`memory:`), `store_sqlite.ts` (`sqlite:./parley.db`, the default),
- * `store_redis.ts` (`redis://…`). Every backend passes the shared suite in `_store_contract.ts`.
+ * Backends: `memory.ts` (`memory:`), `sqlite.ts` (`sqlite:./parley.db`, the default),
+ * `redis.ts` (`redis://…`). Every backend passes the shared suite in `_contract.ts`.
  * {@link openStore} picks one by URL with string-literal dynamic imports so `deno compile` bundles
  * all of them and a run loads only the one it uses.
  */
@@ -10,6 +10,8 @@ import type { ChatMessage, Draft } from "../../message.ts";
 
 /** How long a `(user, ref)` pair is remembered for idempotent sends, in milliseconds. */
 export const IDEMPOTENCY_WINDOW_MS = 5 * 60 * 1000;
+/** Milliseconds in a day: `historyDays` counts these. */
+export const DAY_MS = 86_400_000;
 
 /** A message to store, with the identity used for idempotent retries. */
 export interface AppendInput {
@@ -61,7 +63,7 @@ export interface Replay {
 /**
  * Durable, ordered history of rooms and DM conversations.
  *
- * Contract (checked by `_store_contract.ts` for every backend):
+ * Contract (checked by `_contract.ts` for every backend):
  * - `append` assigns ids 1, 2, 3… per conversation: strictly increasing, never reused, even
  *   after pruning or a restart. `ts` is the server clock in ISO 8601 UTC.
  * - When `append` resolves, the message is durable for that backend (committed to disk for

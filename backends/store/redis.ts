@@ -28,6 +28,7 @@ import { conversationKey } from "../../message.ts";
 import {
   type AppendInput,
   type AppendResult,
+  DAY_MS,
   type HistoryPage,
   type HistoryQuery,
   IDEMPOTENCY_WINDOW_MS,
@@ -38,8 +39,6 @@ import {
 
 export { eventsChannel } from "../redis.ts";
 
-/** Milliseconds in a day, for `historyDays`. */
-const DAY_MS = 86_400_000;
 /** Stream entries inspected per step while trimming expired history. */
 const PRUNE_BATCH = 128;
 

@@ -1,5 +1,5 @@
 /**
- * Runs the shared store contract (`_store_contract.ts`) against {@link RedisMessageStore}, then
+ * Runs the shared store contract (`_contract.ts`) against {@link RedisMessageStore}, then
  * the Redis-only guarantees: two nodes appending to one room get disjoint ids published in id
  * order, acknowledged appends survive a crash with `appendfsync always`, and an outage fails
  * fast and heals.
