@@ -9,10 +9,10 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
 import { roomKey } from "../../message.ts";
-import type { StoreOptions } from "./mod.ts";
-import { openStore } from "./mod.ts";
+import { DAY_MS, openStore, type StoreOptions } from "./mod.ts";
 import { storeContract } from "./_contract.ts";
-import { BUSY_TIMEOUT_MS, MIGRATIONS, SCHEMA_VERSION, SqliteMessageStore } from "./sqlite.ts";
+import { SqliteMessageStore } from "./sqlite.ts";
+import { BUSY_TIMEOUT_MS, MIGRATIONS, SCHEMA_VERSION } from "./sqlite_schema.ts";
 
 const OPTIONS: StoreOptions = { historyLimit: 1_000, historyDays: 0 };
 
@@ -231,7 +231,7 @@ Deno.test("SqliteMessageStore's background pass deletes messages past historyDay
     const store = SqliteMessageStore.open(path, { ...OPTIONS, historyDays: 1, now: () => now });
     try {
       await store.append({ draft: draft("old"), user: "a", ref: "x" });
-      now += 2 * 86_400_000;
+      now += 2 * DAY_MS;
       await store.append({ draft: draft("new", "other"), user: "a" });
       store.pruneNow();
       assert.equal(countRows(path), 1);
