@@ -1,9 +1,9 @@
 /**
- * Tests of the bench harness's own logic: the order in which it measures servers. The
- * measurements themselves run in `deno task bench`, never in the test suite.
+ * Tests of the order in which a run measures servers. The measurements themselves run in
+ * `deno task bench`, never in the test suite.
  */
 import assert from "node:assert/strict";
-import { type LoadResult, pairRatios, runOrder, type Target } from "./run.ts";
+import { runOrder } from "./scenarios.ts";
 
 Deno.test("runOrder rotates unpaired targets by one per run", () => {
   const targets = ["a", "b", "c"];
@@ -36,27 +36,4 @@ Deno.test("runOrder keeps pairs adjacent, rotates them and alternates which goes
 
 Deno.test("runOrder refuses an odd number of paired targets", () => {
   assert.throws(() => runOrder(["a", "b", "c"], 1, true), /even target count/);
-});
-
-Deno.test("pairRatios divides each pair's server-counted rates run by run", () => {
-  const targets: Target[] = [
-    { label: "mem", server: "parley" },
-    { label: "lite", server: "parley" },
-  ];
-  const result = (target: string, run: number, serverDelivered: number, windowS: number) =>
-    ({ target, run, serverDelivered, windowS }) as LoadResult;
-  const raw = [
-    result("mem", 1, 1_000, 1),
-    result("lite", 1, 900, 1),
-    // Run 2 is slower for both; only the ratio within the run counts.
-    result("lite", 2, 1_600, 4),
-    result("mem", 2, 2_000, 4),
-    result("mem", 3, 1_000, 2),
-    result("lite", 3, 1_100, 2),
-    // A run with only one side measured gives no ratio.
-    result("mem", 4, 1_000, 1),
-  ];
-  assert.deepEqual(pairRatios(targets, raw), [
-    { target: "lite", base: "mem", ratios: [0.9, 0.8, 1.1], median: 0.9 },
-  ]);
 });

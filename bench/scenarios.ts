@@ -1,0 +1,184 @@
+/**
+ * What the benchmark measures: the servers and client kinds under test ({@link Target}), the
+ * scenarios that load them ({@link scenarios}), the options of one run ({@link Options}), and the
+ * order in which a run visits the targets ({@link runOrder}). Nothing here starts a process:
+ * `measure.ts` and `idle.ts` carry the scenarios out.
+ */
+
+/** Interleaved pairs of SQLite and `memory:` windows per client kind: full run, `--quick`. */
+export const SQLITE_PAIRS = 30;
+export const SQLITE_PAIRS_QUICK = 2;
+
+/** The options of one run, from the command line (see `parseOptions` in run.ts). */
+export interface Options {
+  quick: boolean;
+  runs: number;
+  only: Set<string>;
+  loaders: number;
+  write: boolean;
+  /** Extra flags for Parley, for experiments; recorded with the results. */
+  parleyFlags: string[];
+  /** Where load generators write a `--cpu-prof` profile each, when set. */
+  loaderProf: string | undefined;
+  warmupMs: number;
+  windowMs: number;
+}
+
+export type ServerKind = "baseline" | "parley";
+
+/** One server configuration and client kind under test. */
+export interface Target {
+  label: string;
+  server: ServerKind;
+  protocol?: string;
+  store?: "memory" | "sqlite";
+}
+
+/** The bare Deno broadcast server (`bench/baseline_bare.ts`): the reference point. */
+export const BASELINE: Target = { label: "baseline (bare Deno)", server: "baseline" };
+/** Parley on `memory:`, with clients that ask for the `parley.v1` subprotocol. */
+export const PARLEY_V1: Target = {
+  label: "Parley, parley.v1",
+  server: "parley",
+  protocol: "parley.v1",
+  store: "memory",
+};
+/** Parley on `memory:`, with clients that ask for no subprotocol. */
+export const PARLEY_PLAIN: Target = { label: "Parley, plain", server: "parley", store: "memory" };
+
+/** Clients in one room, some of them sending: throughput, latency and CPU per delivery. */
+export interface LoadScenario {
+  kind: "load";
+  name: string;
+  title: string;
+  clients: number;
+  senders: number;
+  mode: "rate" | "closed";
+  /** Messages per second in, for `rate` mode. */
+  rate: number;
+  targets: Target[];
+  /**
+   * When set, the targets are pairs to compare (`[A, B, C, D]` compares B with A and D with C),
+   * each pair measured in this many interleaved pairs of short windows instead of `--runs`
+   * separate runs; see `measureInterleaved` in measure.ts.
+   */
+  pairs?: number;
+}
+
+/** Connections that only stay open: server memory per connection at each point. */
+export interface IdleScenario {
+  kind: "idle";
+  name: string;
+  title: string;
+  points: number[];
+  targets: Target[];
+}
+
+/** One saturation run of each target under `--cpu-prof`. */
+export interface ProfileScenario {
+  kind: "profile";
+  name: string;
+  title: string;
+  clients: number;
+  targets: Target[];
+}
+
+/** One scenario of the benchmark, by `kind`. */
+export type Scenario = LoadScenario | IdleScenario | ProfileScenario;
+
+/** Lists every scenario in the order a run measures them; `quick` shrinks them. */
+export function scenarios(quick: boolean): Scenario[] {
+  const clients = quick ? 200 : 1_000;
+  const targets = [BASELINE, PARLEY_V1, PARLEY_PLAIN];
+  return [
+    {
+      kind: "load",
+      name: "light",
+      title: `Light fan-out: ${clients} clients, 20 messages/s in`,
+      clients,
+      senders: 10,
+      mode: "rate",
+      rate: 20,
+      targets,
+    },
+    {
+      kind: "load",
+      name: "100k",
+      title: `${clients * 100 / 1000}k deliveries/s: ${clients} clients, 100 messages/s in`,
+      clients,
+      senders: 20,
+      mode: "rate",
+      rate: 100,
+      targets,
+    },
+    {
+      kind: "load",
+      name: "saturation",
+      title: `Saturation: ${clients} clients, 20 closed-loop senders`,
+      clients,
+      senders: 20,
+      mode: "closed",
+      rate: 0,
+      targets,
+    },
+    {
+      kind: "load",
+      name: "bigroom",
+      title: `Big room: ${quick ? 1_000 : 5_000} clients, 10 messages/s in`,
+      clients: quick ? 1_000 : 5_000,
+      senders: 10,
+      mode: "rate",
+      rate: 10,
+      targets,
+    },
+    {
+      kind: "idle",
+      name: "idle",
+      title: "Idle memory: server RSS per open connection",
+      points: quick ? [2_000, 5_000] : [10_000, 50_000],
+      targets,
+    },
+    {
+      kind: "load",
+      name: "sqlite",
+      title: `History on: SQLite vs memory: at saturation (${clients} clients, 20 senders)`,
+      clients,
+      senders: 20,
+      mode: "closed",
+      rate: 0,
+      targets: [
+        PARLEY_V1,
+        { ...PARLEY_V1, label: "Parley, parley.v1, SQLite", store: "sqlite" },
+        PARLEY_PLAIN,
+        { ...PARLEY_PLAIN, label: "Parley, plain, SQLite", store: "sqlite" },
+      ],
+      // A 5–10% effect under a run-to-run spread of ±15% on this kind of machine: compared in
+      // interleaved windows, over more of them than the other scenarios' three runs.
+      pairs: quick ? SQLITE_PAIRS_QUICK : SQLITE_PAIRS,
+    },
+    {
+      kind: "profile",
+      name: "profile",
+      title: `Where server time goes at saturation (--cpu-prof, ${clients} clients)`,
+      clients,
+      targets,
+    },
+  ];
+}
+
+/**
+ * The order of a run's measurements. Unpaired, it rotates by one per run, so a drift in the
+ * machine's load does not always favour one server. Paired, each pair stays adjacent: the pairs
+ * rotate, and which of a pair goes first alternates (A B, then B A), so a steady drift costs
+ * each side of a pair the same over two runs.
+ */
+export function runOrder<T>(targets: readonly T[], run: number, paired: boolean): T[] {
+  const rotate = <U>(list: readonly U[]) => list.map((_, i) => list[(i + run - 1) % list.length]!);
+  if (!paired) return rotate(targets);
+  if (targets.length % 2 !== 0) throw new Error("A paired scenario needs an even target count");
+  const pairs: T[][] = [];
+  for (let i = 0; i < targets.length; i += 2) {
+    pairs.push(run % 2 === 1 ? [targets[i]!, targets[i + 1]!] : [targets[i + 1]!, targets[i]!]);
+  }
+  return rotate(pairs).flat();
+}
