@@ -6,8 +6,9 @@
  * the nodes' reports and answers whether the change is visible cluster-wide, so `user_joined` /
  * `user_left` are published once per user, not once per node or tab.
  *
- * Backends: `presence_memory.ts` (one process) and `presence_redis.ts` (`--redis`), both checked
- * by `_presence_contract.ts`.
+ * Backends: `memory.ts` (one process) and `redis.ts` (`--redis`), both checked by `_contract.ts`.
+ * {@link openPresence} picks one by URL with string-literal dynamic imports so `deno compile`
+ * bundles both and a run loads only the one it uses.
  */
 
 /** Called when entries of a node that stopped heartbeating expire; only clustered backends call. */
@@ -40,4 +41,27 @@ export interface Presence {
   ping(): Promise<void>;
   /** Says goodbye for this node and releases resources. */
   close(): Promise<void>;
+}
+
+/** Options of {@link openPresence}. */
+export interface OpenPresenceOptions {
+  /** Redis: how long a node's entries outlive its last heartbeat, in seconds. The memory
+   * backend has no other node to outlive and ignores it. */
+  ttlSeconds: number;
+}
+
+/**
+ * Opens the presence view named by a URL: `memory:` for one process, or `redis://…`/`rediss://…`
+ * to share it with every node on that Redis.
+ */
+export async function openPresence(url: string, options: OpenPresenceOptions): Promise<Presence> {
+  if (url === "memory:" || url === "memory") {
+    const { MemoryPresence } = await import("./memory.ts");
+    return new MemoryPresence();
+  }
+  if (url.startsWith("redis://") || url.startsWith("rediss://")) {
+    const { RedisPresence } = await import("./redis.ts");
+    return await RedisPresence.open({ url, ttlSeconds: options.ttlSeconds });
+  }
+  throw new Error(`Cannot open presence: unsupported URL ${JSON.stringify(url)}`);
 }

@@ -1,5 +1,5 @@
 /**
- * Runs the shared presence contract (`_presence_contract.ts`) against {@link RedisPresence},
+ * Runs the shared presence contract (`_contract.ts`) against {@link RedisPresence},
  * several nodes on one `redis-server`, then the Redis-only behaviour: a node swept while alive
  * restores its entries, the timers expire a crashed node on the real clock, and a restarted
  * Redis does not make a node report the others as expired.
@@ -7,9 +7,10 @@
  * One `redis-server` serves the file (started in `beforeAll`); each case gets its own prefix.
  */
 import assert from "node:assert/strict";
-import { connectRedis, type RedisClient } from "../redis.ts";
+import { connectRedis, DEFAULT_REDIS_PREFIX, type RedisClient } from "../redis.ts";
 import { RedisServer } from "../../tests/helpers/redis_server.ts";
 import { presenceContract } from "./_contract.ts";
+import { openPresence } from "./mod.ts";
 import { RedisPresence } from "./redis.ts";
 
 /** Longest wait for a timer-driven expiry, in milliseconds. */
@@ -188,5 +189,32 @@ Deno.test("RedisPresence takes back a leave that failed during a Redis outage", 
     await a.close();
     await b.close();
     await flaky.stop();
+  }
+});
+
+Deno.test("openPresence() opens a RedisPresence with the given ttl for a redis:// URL", async () => {
+  const ttlSeconds = 45;
+  const opened = Date.now();
+  const presence = await openPresence(url(), { ttlSeconds });
+  try {
+    assert.ok(presence instanceof RedisPresence);
+    const registered = Date.now();
+    assert.equal(await presence.join("factory", "alice"), true);
+    assert.deepEqual(await presence.users("factory"), ["alice"]);
+    // The node's score is when its entries expire: its clock plus the ttl.
+    const score = Number(
+      await admin?.sendCommand([
+        "ZSCORE",
+        `${DEFAULT_REDIS_PREFIX}presence:nodes`,
+        presence.nodeId,
+      ]),
+    );
+    assert.ok(
+      score >= opened + ttlSeconds * 1000 && score <= Date.now() + ttlSeconds * 1000,
+      `expiry ${score - registered} ms after opening, expected about ${ttlSeconds * 1000}`,
+    );
+  } finally {
+    await presence.close();
+    await removeKeys(DEFAULT_REDIS_PREFIX);
   }
 });
