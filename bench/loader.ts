@@ -1,6 +1,7 @@
 /**
  * The benchmark's load generator: one process holding a share of the client sockets, driven by
- * `bench/run.ts` over stdin and stdout (one JSON object per line each way).
+ * the harness (`LoaderProc` in `bench/proc.ts`) over stdin and stdout (one JSON object per line
+ * each way).
  *
  * It must cost much less per delivered message than the server it measures, so it uses
  * {@link RawWebSocket} on epoll sets ({@link TcpPoller}): one `epoll_wait` per loop turn, one
@@ -13,7 +14,8 @@
  *   ({@link countMessages}), never decoded. Counting late by a few milliseconds moves the window's
  *   edges by as much, and times nothing.
  *
- * `run.ts` reads this process's CPU time from /proc and reports it beside the server's.
+ * The harness (`bench/measure.ts`) reads this process's CPU time from /proc and reports it beside
+ * the server's.
  *
  * The loop: a synchronous `poll` of the timed set (blocking at most {@link POLL_MS}) and, when
  * due, of the counting set, alternate with a {@link TIMED_INTERVAL_MS} sleep in Deno's event
@@ -63,7 +65,7 @@ const CONNECT_ATTEMPTS = 3;
 /** Longest wait for a welcome frame after the handshake, in milliseconds. */
 const WELCOME_TIMEOUT_MS = 60_000;
 
-/** What one loader does; run.ts computes one per loader process. */
+/** What one loader does; measure.ts and idle.ts compute one per loader process. */
 export interface LoaderSpec {
   /** Loader index, for messages. */
   id: number;
@@ -403,7 +405,8 @@ function emit(event: LoaderEvent): void {
 async function main(): Promise<void> {
   const spec = JSON.parse(Deno.args[0] ?? "") as LoaderSpec;
   const loader = new Loader(spec);
-  // run.ts ends loaders with SIGTERM; exiting normally lets `--cpu-prof` write its profile.
+  // The harness (`Proc.stop`) ends loaders with SIGTERM; exiting normally lets `--cpu-prof`
+  // write its profile.
   Deno.addSignalListener("SIGTERM", () => Deno.exit(0));
   loader.loop().catch((error) => {
     emit({ ev: "error", message: `poll loop failed: ${String(error)}` });
