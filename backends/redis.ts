@@ -1,6 +1,6 @@
 /**
- * Shared plumbing of the Redis backends (`store_redis.ts`, `broker_redis.ts`,
- * `presence_redis.ts`): connections, key naming, and Lua scripts that survive a flushed script
+ * Shared plumbing of the Redis backends (`store/redis.ts`, `broker/redis.ts`,
+ * `presence/redis.ts`): connections, key naming, and Lua scripts that survive a flushed script
  * cache without reordering commands.
  *
  * Invariants:

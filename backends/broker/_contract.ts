@@ -1,6 +1,6 @@
 /**
  * The conformance suite of {@link Broker}: one list of `Deno.test` cases that every backend
- * (memory, Redis) runs unchanged, checking the contract written in `broker.ts`.
+ * (memory, Redis) runs unchanged, checking the contract written in `mod.ts`.
  *
  * A backend's test file calls {@link brokerContract} with a name and an `open` function that
  * returns the nodes of a fresh cluster: brokers sharing one transport. The memory broker is one
@@ -12,9 +12,8 @@
 import assert from "node:assert/strict";
 import type { Broker, BrokerEvent } from "./mod.ts";
 import type { ChatMessage } from "../../message.ts";
+import { DELIVERY_TIMEOUT_MS } from "../_testing.ts";
 
-/** Longest wait for expected deliveries before a case fails, in milliseconds. */
-const DELIVERY_TIMEOUT_MS = 5_000;
 /** Events published in one turn by the ordering case. */
 const BURST = 500;
 

@@ -1,5 +1,5 @@
 /**
- * Runs the shared broker contract (`_broker_contract.ts`) against {@link MemoryBroker}: a
+ * Runs the shared broker contract (`_contract.ts`) against {@link MemoryBroker}: a
  * one-node cluster, since the memory broker lives in one process.
  */
 import { brokerContract } from "./_contract.ts";

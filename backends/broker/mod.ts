@@ -3,8 +3,8 @@
  *
  * Every chat message takes one path, whether Parley runs as one process or many:
  * validate → `store.append` (assigns the id) → `broker.publish` → each node's hub → local fan-out.
- * Backends: `broker_memory.ts` (one process) and `broker_redis.ts` (`--redis`). Both pass the
- * shared suite in `_broker_contract.ts`.
+ * Backends: `memory.ts` (one process) and `redis.ts` (`--redis`). Both pass the shared suite in
+ * `_contract.ts`.
  */
 import type { ChatMessage } from "../../message.ts";
 

@@ -1,5 +1,5 @@
 /**
- * Runs the shared broker contract (`_broker_contract.ts`) against {@link RedisBroker} with two
+ * Runs the shared broker contract (`_contract.ts`) against {@link RedisBroker} with two
  * brokers on one `redis-server`: two nodes. Then the outage behaviour: while Redis is down,
  * `publish` and `ping` reject; after it returns, the subscriber is back, delivery resumes and
  * the node is told it missed events (`onGap`).

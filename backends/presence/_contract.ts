@@ -1,6 +1,6 @@
 /**
  * The conformance suite of {@link Presence}: one list of `Deno.test` cases that every backend
- * (memory, Redis) runs unchanged, checking the contract written in `presence.ts`.
+ * (memory, Redis) runs unchanged, checking the contract written in `mod.ts`.
  *
  * A backend's test file calls {@link presenceContract} with a name and an `open` function that
  * returns a fresh, empty presence namespace from which the case opens nodes. Invariants:
@@ -13,9 +13,8 @@
  */
 import assert from "node:assert/strict";
 import type { Presence } from "./mod.ts";
+import { EPOCH_MS } from "../_testing.ts";
 
-/** Start of the injected clock: 2025-01-01T00:00:00Z, in milliseconds. */
-const EPOCH_MS = Date.UTC(2025, 0, 1);
 /** The ttl every case runs with, in seconds. */
 const TTL_S = 30;
 

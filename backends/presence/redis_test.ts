@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { connectRedis, DEFAULT_REDIS_PREFIX, type RedisClient } from "../redis.ts";
 import { RedisServer } from "../../tests/helpers/redis_server.ts";
+import { removeKeys } from "../_testing.ts";
 import { presenceContract } from "./_contract.ts";
 import { openPresence } from "./mod.ts";
 import { RedisPresence } from "./redis.ts";
@@ -35,13 +36,10 @@ function url(): string {
   return server.url;
 }
 
-async function removeKeys(prefix: string): Promise<void> {
-  await admin?.sendCommand([
-    "EVAL",
-    "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('UNLINK', k) end",
-    "0",
-    `${prefix}*`,
-  ]);
+/** Deletes every key under `prefix` through the file's admin connection. */
+async function cleanUp(prefix: string): Promise<void> {
+  if (admin === undefined) throw new Error("redis-server not started");
+  await removeKeys(admin, prefix);
 }
 
 function redisNode(node: unknown): RedisPresence {
@@ -59,7 +57,7 @@ presenceContract("redis", ({ ttlSeconds, now }) => {
       await redisNode(node).heartbeat();
       await redisNode(node).sweep();
     },
-    cleanup: () => removeKeys(prefix),
+    cleanup: () => cleanUp(prefix),
   });
 }, { clustered: true });
 
@@ -89,7 +87,7 @@ Deno.test("RedisPresence restores a node's entries after others swept it alive",
   } finally {
     await a.close();
     await b.close();
-    await removeKeys("swept:");
+    await cleanUp("swept:");
   }
 });
 
@@ -113,7 +111,7 @@ Deno.test("RedisPresence timers expire a crashed node on the real clock", async 
   } finally {
     await a.close();
     await b.close();
-    await removeKeys("timers:");
+    await cleanUp("timers:");
   }
 });
 
@@ -215,6 +213,6 @@ Deno.test("openPresence() opens a RedisPresence with the given ttl for a redis:/
     );
   } finally {
     await presence.close();
-    await removeKeys(DEFAULT_REDIS_PREFIX);
+    await cleanUp(DEFAULT_REDIS_PREFIX);
   }
 });

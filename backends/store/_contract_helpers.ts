@@ -5,9 +5,7 @@
  */
 import type { ChatMessage, Draft } from "../../message.ts";
 import type { MessageStore, StoreOptions } from "./mod.ts";
-
-/** Start of the injected clock: 2025-01-01T00:00:00Z, in milliseconds. */
-export const EPOCH_MS = Date.UTC(2025, 0, 1);
+import { EPOCH_MS } from "../_testing.ts";
 
 /** What a case gets: its fresh store, a restart, and the store's clock. */
 export interface CaseContext {

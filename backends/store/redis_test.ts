@@ -10,6 +10,7 @@
 import assert from "node:assert/strict";
 import { connectRedis, eventsChannel, type RedisClient } from "../redis.ts";
 import { RedisServer } from "../../tests/helpers/redis_server.ts";
+import { DELIVERY_TIMEOUT_MS, removeKeys } from "../_testing.ts";
 import { storeContract } from "./_contract.ts";
 import type { BrokerEvent } from "../broker/mod.ts";
 import { RedisBroker } from "../broker/redis.ts";
@@ -20,8 +21,6 @@ import { RedisMessageStore } from "./redis.ts";
 
 /** Appends each node issues in the two-node ordering case. */
 const APPENDS_PER_NODE = 300;
-/** Longest wait for pub/sub deliveries before a case fails, in milliseconds. */
-const DELIVERY_TIMEOUT_MS = 5_000;
 
 let server: RedisServer | undefined;
 let admin: RedisClient | undefined;
@@ -40,16 +39,6 @@ Deno.test.afterAll(async () => {
 function shared(): { server: RedisServer; admin: RedisClient } {
   if (server === undefined || admin === undefined) throw new Error("redis-server not started");
   return { server, admin };
-}
-
-/** Deletes every key under `prefix`. */
-async function removeKeys(client: RedisClient, prefix: string): Promise<void> {
-  await client.sendCommand([
-    "EVAL",
-    "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('UNLINK', k) end",
-    "0",
-    `${prefix}*`,
-  ]);
 }
 
 storeContract("redis", async (options) => {
