@@ -41,7 +41,10 @@ export function validUserName(name: string): boolean {
 
 export const ROOM_NAME = /^[A-Za-z0-9._-]{1,64}$/;
 
-/** The error codes of the protocol's `error` frame: the one list metrics and tests derive from. */
+/**
+ * The error codes of the protocol's `error` frame and of HTTP error bodies: the one list metrics
+ * and tests derive from. `not_found` and `method_not_allowed` answer HTTP requests only.
+ */
 export const ERROR_CODES = [
   "invalid_json",
   "invalid_message",
@@ -54,6 +57,8 @@ export const ERROR_CODES = [
   "unauthorized",
   "overloaded",
   "internal",
+  "not_found",
+  "method_not_allowed",
 ] as const;
 
 /** One of {@link ERROR_CODES}. */
