@@ -1,5 +1,5 @@
 /**
- * Seeded fuzzing of everything a client can send, from `_fuzz.ts`.
+ * Seeded fuzzing of everything a client can send, from `helpers/frame_fuzzer.ts`.
  *
  * - {@link FrameParser.parse} gets 100,000 hostile frames: it never throws, answers every one with
  *   a frame or an error carrying a protocol code, agrees with the generator wherever the generator
@@ -12,10 +12,11 @@
  *   those connections without hurting the server.
  *
  * The seed comes from `PARLEY_FUZZ_SEED` or is random; every failure message names it, so
- * `PARLEY_FUZZ_SEED=<seed> deno test -A fuzz_test.ts` replays the run.
+ * `PARLEY_FUZZ_SEED=<seed> deno test -A tests/fuzz_test.ts` replays the run.
  */
 import assert from "node:assert/strict";
-import { FrameFuzzer, type FuzzFrame, fuzzSeed, Random, serialize } from "./helpers/fuzz.ts";
+import { FrameFuzzer, type FuzzFrame } from "./helpers/frame_fuzzer.ts";
+import { fuzzSeed, Random, serialize } from "./helpers/fuzz.ts";
 import {
   clientFrame,
   closeCode,
