@@ -9,9 +9,10 @@
  * small DOM slice declared below, which is module-scoped and never leaks into other files.
  *
  * {@link TestBrowser} owns its Chromium process and profile directory; disposing it closes every
- * page, the browser and the CDP pipe, and deletes the directory.
+ * page, the browser and the CDP pipe, waits until puppeteer has let go of every page it opened, and
+ * deletes the directory, so a test ends with none of puppeteer's timers still running.
  */
-import puppeteer, { type Browser, type EvaluateFunc, type Page } from "puppeteer-core";
+import puppeteer, { type Browser, type EvaluateFunc, type Frame, type Page } from "puppeteer-core";
 
 /** Debian's Chromium. */
 export const CHROMIUM = "/usr/bin/chromium";
@@ -81,6 +82,8 @@ export interface RenderedMessage {
 export class TestBrowser implements AsyncDisposable {
   readonly browser: Browser;
   readonly #profile: string;
+  /** One promise per page opened, settled once puppeteer has detached its main frame. */
+  readonly #released: Promise<void>[] = [];
 
   private constructor(browser: Browser, profile: string) {
     this.browser = browser;
@@ -115,6 +118,7 @@ export class TestBrowser implements AsyncDisposable {
   async open(url: URL, name: string): Promise<ChatPage> {
     const context = await this.browser.createBrowserContext();
     const page = await context.newPage();
+    this.#released.push(mainFrameDetached(page));
     const chat = await ChatPage.attach(page, name);
     const address = new URL(url);
     address.searchParams.set("name", name);
@@ -136,10 +140,39 @@ export class TestBrowser implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     try {
       await this.browser.close();
+      // Chromium can end a page's session before the pipe closes; puppeteer then waits on a
+      // 100 ms timer for a frame swap before it detaches the page, and `close()` does not wait
+      // for that. On a busy machine the timer would outlive the test (see mainFrameDetached).
+      await Promise.all(this.#released);
     } finally {
       await Deno.remove(this.#profile, { recursive: true });
     }
   }
+}
+
+/**
+ * Resolves once puppeteer detaches the page's main frame, which is the last thing it does for a
+ * page whose session ended (closed, or the browser gone).
+ *
+ * When a session ends while the browser connection is still open, puppeteer's frame manager waits
+ * up to 100 ms on a timer for a swapped-in frame before it detaches the old one. `Page.close()` and
+ * `Browser.close()` return without waiting for it, so when Deno reads Chromium's last messages late
+ * (a loaded machine), that timer is still running when the test ends: Deno's sanitizer fails the
+ * test ("started in this test, but never completed"), and then the next one ("started before the
+ * test, but completed during the test"). Awaiting this lets the timer finish inside its own test.
+ * Call it right after creating the page: the main frame keeps its identity across navigations.
+ */
+function mainFrameDetached(page: Page): Promise<void> {
+  const main = page.mainFrame();
+  if (main.detached) return Promise.resolve();
+  return new Promise((resolve) => {
+    const onDetached = (frame: Frame) => {
+      if (frame !== main) return;
+      page.off("framedetached", onDetached);
+      resolve();
+    };
+    page.on("framedetached", onDetached);
+  });
 }
 
 /** One user's chat page, with what it received and any dialogs or errors it raised. */
