@@ -23,6 +23,9 @@
  *
  * Events from sockets are offered with `trySend` (callers answer `overloaded` when it fails);
  * events that must not be lost (broker deliveries, join completions, unregistrations) use `send`.
+ * The events that end a client frame's effect (`join_ready`, `join_failed`, `leave`) may carry a
+ * `done` callback, called synchronously once the event is applied (also when it changed nothing):
+ * the chat layer runs a connection's next frame only after it.
  */
 import type { BrokerEvent } from "./backends/broker/mod.ts";
 import type { Client } from "./client.ts";
@@ -55,9 +58,11 @@ export type HubEvent =
     recovered?: boolean;
     /** The `join` frame's ref, echoed on `joined`. */
     ref?: string;
+    /** Called once the event is applied, whatever its outcome. */
+    done?: () => void;
   }
-  | { type: "join_failed"; client: Client; room: string; ref?: string }
-  | { type: "leave"; client: Client; room: string; ref?: string }
+  | { type: "join_failed"; client: Client; room: string; ref?: string; done?: () => void }
+  | { type: "leave"; client: Client; room: string; ref?: string; done?: () => void }
   | { type: "deliver"; event: BrokerEvent };
 
 /** Settings of the hub. */
@@ -178,11 +183,14 @@ export class Hub {
       case "join":
         return this.#join(event.client, event.room);
       case "join_ready":
-        return this.#joinReady(event);
+        this.#joinReady(event);
+        return event.done?.();
       case "join_failed":
-        return this.#joinFailed(event.client, event.room, event.ref);
+        this.#joinFailed(event.client, event.room, event.ref);
+        return event.done?.();
       case "leave":
-        return this.#leave(event.client, event.room, true, event.ref);
+        this.#leave(event.client, event.room, true, event.ref);
+        return event.done?.();
       case "deliver":
         return this.#deliver(event.event);
       default: {

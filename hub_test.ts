@@ -419,3 +419,48 @@ Deno.test("Hub.run() lists a room's users in joined sorted, this node's and the 
   assert.deepEqual(joined(alice), ["alice", "carol"]);
   assert.deepEqual(joined(bob), ["alice", "bob", "carol", "dave", "zed"]);
 });
+
+Deno.test("Hub.run() calls done once the event is applied, also when it changes nothing", async () => {
+  const { hub, flusher, connect } = setup();
+  const a = connect({ user: "a" });
+  const gone = connect({ user: "gone" });
+  const calls: string[] = [];
+  // Each done records the room list the client has at that moment: the event is applied first.
+  const done = (name: string, client: typeof a.client) => () =>
+    calls.push(`${name}:${[...client.rooms].sort().join(",")}`);
+  await hub.run([
+    { type: "register", client: a.client },
+    { type: "join", client: a.client, room: "r" },
+    {
+      type: "join_ready",
+      client: a.client,
+      room: "r",
+      replay: [],
+      lastId: 0,
+      done: done("ready", a.client),
+    },
+    { type: "join", client: a.client, room: "s" },
+    { type: "join_failed", client: a.client, room: "s", done: done("failed", a.client) },
+    { type: "leave", client: a.client, room: "r", done: done("leave", a.client) },
+    // Never registered: nothing changes, and done is still called.
+    { type: "leave", client: gone.client, room: "r", done: done("no-op leave", gone.client) },
+    {
+      type: "join_ready",
+      client: gone.client,
+      room: "r",
+      replay: [],
+      lastId: 0,
+      done: done("no-op ready", gone.client),
+    },
+  ]);
+  flusher.flushAll();
+  assert.deepEqual(calls, [
+    "ready:lobby,r",
+    "failed:lobby,r",
+    "leave:lobby",
+    "no-op leave:",
+    "no-op ready:",
+  ]);
+  assert.deepEqual(a.socket.eventsOf("joined").map((event) => event.room), ["r"]);
+  assert.deepEqual(a.socket.eventsOf("left").map((event) => event.room), ["r"]);
+});
