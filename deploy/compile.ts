@@ -181,7 +181,9 @@ async function passUntilError(stream: ReadableStream<Uint8Array>): Promise<strin
   const encoder = new TextEncoder();
   let pending = "";
   let error: string | undefined;
-  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+  const decoder = new TextDecoder();
+  for await (const chunk of stream) {
+    const text = decoder.decode(chunk, { stream: true });
     if (error !== undefined) {
       error += text;
       continue;

@@ -226,7 +226,8 @@ test("deno task start prints a short task line and serves until SIGTERM", async 
   }).spawn();
   let output = "";
   const collect = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const text of stream.pipeThrough(new TextDecoderStream())) output += text;
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) output += decoder.decode(chunk, { stream: true });
   };
   const collecting = Promise.all([collect(child.stdout), collect(child.stderr)]);
   let stopped = false;
