@@ -71,6 +71,9 @@ export interface ChatOptions {
   verifier?: Verifier;
   /** Decides whether a client may send one more frame now (rate limiting); true by default. */
   admit?: (client: Client) => "ok" | "limited" | "abuse";
+  /** True while the server cannot take more fan-out (its outboxes are full or its loop is held
+   * by inbound frames): chat messages are then answered `overloaded`, not stored. */
+  overloaded?: () => boolean;
 }
 
 /** Handles the frames of every connection of one server. */
@@ -269,7 +272,9 @@ export class Chat implements ClientHandler {
   }
 
   #append(client: Client, draft: Draft, ref: string | undefined): void {
-    if (this.#pendingAppends >= MAX_PENDING_APPENDS) return this.#overloaded(client, ref);
+    if (this.#pendingAppends >= MAX_PENDING_APPENDS || this.#o.overloaded?.() === true) {
+      return this.#overloaded(client, ref);
+    }
     this.#pendingAppends++;
     const input = ref === undefined
       ? { draft, user: client.user }

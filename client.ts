@@ -1,56 +1,57 @@
 /**
- * One connected WebSocket: its bounded outbox, its write path and its transport-level checks.
+ * One connected WebSocket: its outbox, its write path and its transport-level checks.
  *
  * Ownership:
  * - A Client owns its socket's writes: {@link Client.flush} is the only caller of `socket.send`.
- *   Everyone else calls {@link Client.enqueue}, which is synchronous, never blocks and is bounded
- *   by count and bytes. Past either bound the client is closed with 4008 "Slow consumer"; it then
- *   resumes from history when it reconnects, so nothing is dropped silently.
+ *   Everyone else calls {@link Client.enqueue}, which is synchronous and never blocks.
  * - The Hub owns room membership: {@link Client.addRoom} and {@link Client.removeRoom} are for the
  *   Hub only; others read it with {@link Client.inRoom} and {@link Client.rooms}.
  * - Inbound frames are size-checked and type-checked here (text only, at most `maxFrameBytes`),
  *   then handed to a {@link ClientHandler}; the Client knows nothing of the protocol's meaning.
  *
+ * Slow consumers: a client is closed with 4008 "Slow consumer" only for its own lag: its backlog
+ * (outbox plus the socket's unsent bytes) is past a bound while its socket has stayed behind for
+ * {@link LAG_GRACE_MS} of time the server was free to write. What piles up while the server could
+ * not write (a flood of inbound frames holds Deno's loop) does not count; the {@link Flusher}
+ * bounds that by pushing back on senders. A cut client resumes from history when it reconnects,
+ * so nothing is dropped silently.
+ *
  * Write coalescing: `enqueue` marks the client dirty with a {@link FlushScheduler}, which flushes
- * it once the current event-loop iteration's I/O is handled (`setImmediate`). Events that pile up
- * while a flush is pending, or while the socket still holds unsent bytes, leave together: for
- * `parley.v1` clients as one JSON-array frame, for plain clients one frame each. A lone event
- * leaves alone and at once. One pass hands the runtime at most {@link PASS_SEND_FRAMES} frames;
- * the rest leave on the next iteration.
+ * it once the current event-loop iteration's I/O is handled. Events that pile up while a flush is
+ * pending, or while the socket still holds unsent bytes, leave together: for `parley.v1` clients
+ * as one JSON-array frame, for plain clients one frame each. A flush hands the socket at most
+ * about {@link SOCKET_HIGH_WATER_BYTES}; the rest waits until the peer has taken it.
+ *
+ * Closing: Deno drops a server socket without a close frame (the peer sees 1006) when a data frame
+ * arrives after `close()`, so a client whose peer is still sending lingers, reading and discarding,
+ * until the peer has been quiet for {@link CLOSE_QUIET_MS} (at most {@link CLOSE_LINGER_MS}), and
+ * only then sends its close frame: the peer gets the error frames and the close code meant for it.
  *
  * Code above this file never sees a raw WebSocket, only a {@link SocketLike}.
  */
-import { clearImmediate, setImmediate } from "node:timers";
+import {
+  type BatchCache,
+  batchEnd,
+  type Egress,
+  type FlushScheduler,
+  LAG_GRACE_MS,
+  type SendBudget,
+  SOCKET_HIGH_WATER_BYTES,
+} from "./flush.ts";
 import { Close, type CloseCode, exceedsUtf8, type PreparedFrame } from "./message.ts";
 
-/** Most events packed into one batch frame. */
-export const MAX_BATCH_EVENTS = 256;
-/** Most bytes packed into one batch frame; a single larger event still goes alone. */
-export const MAX_BATCH_BYTES = 64 * 1024;
-/**
- * Most frames, and about the most bytes, one flush pass hands to all sockets together (the
- * defaults of {@link MacrotaskFlusher}). Every `send` becomes a write task in the runtime with
- * its own copy of the frame: 1.1–1.5 KB of native memory each, besides the payload, measured
- * with 20,000 sends in one turn, and the process keeps most of it after such a burst (a presence
- * storm, a backlog of plain frames). The clients a pass does not reach go first on the next one,
- * after the runtime has written what this one sent. A client needs one frame per pass
- * (`parley.v1`) or a few (plain), so at 1,000 clients a pass is rarely split.
- */
-export const PASS_SEND_FRAMES = 1024;
-export const PASS_SEND_BYTES = 16 * 1024 * 1024;
-/** While the socket holds more unsent bytes than this, flushes wait (the peer is behind). */
-export const SOCKET_HIGH_WATER_BYTES = 256 * 1024;
-/** How often a held-back flush re-checks the socket, in milliseconds. */
-export const BACKLOG_RETRY_MS = 10;
 /** How long a close handshake may take before the watchdog tears the client down, in ms. */
 export const CLOSE_WATCHDOG_MS = 3_000;
 /** How long an upgraded socket may take to open before the client gives up on it, in ms. Deno
  * sends no event at all for a socket whose 101 response could not be written (the peer went
  * away first), so without this its connection slot would never be released. */
 export const OPEN_WATCHDOG_MS = 10_000;
-/** How far one event-loop turn's burst may overfill the outbox bounds before the client is
- * dropped without waiting for the next flush (which applies the bounds themselves). */
-export const BURST_FACTOR = 4;
+/** A closing client whose peer is still sending waits until no frame came for this long before it
+ * sends its close frame, in milliseconds (see the module doc). */
+export const CLOSE_QUIET_MS = 50;
+/** The longest a closing client waits for its peer to go quiet, in milliseconds; after it, the
+ * close frame goes anyway (a peer that never stops sending may then see 1006). */
+export const CLOSE_LINGER_MS = 2_000;
 /** Longest delay a timer can take, in milliseconds. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Share of the outbox bounds above which droppable events (typing) are dropped. */
@@ -82,133 +83,6 @@ export interface ClientHandler {
   /** The client is gone; called exactly once, also for a socket that never opened (then
    * `client.opened` is false and `opened()` was never called). */
   closed(client: Client, code: number, reason: string): void;
-}
-
-/** What one flush pass may still hand to sockets; each flush spends from it. A frame is
- * always sent whole, so the bytes may end below zero. */
-export interface SendBudget {
-  frames: number;
-  bytes: number;
-}
-
-/** Decides when dirty clients flush. */
-export interface FlushScheduler {
-  /** Asks for `client.flush()` soon; calling it again before the flush is harmless. */
-  schedule(client: Client): void;
-}
-
-/**
- * Batch frames built during one flush pass, shared by every client whose outbox holds the same
- * run of events (the same {@link PreparedFrame} objects, in the same order): the members of a
- * room. Valid for one pass only; clear it afterwards.
- */
-export class BatchCache {
-  readonly #entries = new Map<
-    PreparedFrame,
-    { outbox: readonly PreparedFrame[]; start: number; end: number; text: string; bytes: number }
-  >();
-
-  /** The frame built for `outbox[start..end)` by another client, if its events are identical. */
-  get(
-    outbox: readonly PreparedFrame[],
-    start: number,
-    end: number,
-  ): { text: string; bytes: number } | undefined {
-    const entry = this.#entries.get(outbox[start]!);
-    if (entry === undefined || entry.end - entry.start !== end - start) return undefined;
-    for (let i = 1; i < end - start; i++) {
-      if (entry.outbox[entry.start + i] !== outbox[start + i]) return undefined;
-    }
-    return { text: entry.text, bytes: entry.bytes };
-  }
-
-  /** Remembers the frame built for `outbox[start..end)`; the outbox must not change this pass. */
-  set(outbox: readonly PreparedFrame[], start: number, end: number, text: string, bytes: number) {
-    this.#entries.set(outbox[start]!, { outbox, start, end, text, bytes });
-  }
-
-  /** Forgets every entry. */
-  clear(): void {
-    this.#entries.clear();
-  }
-}
-
-/**
- * Flushes every dirty client together after this loop iteration, and retries held-back ones.
- *
- * One pass spends at most a {@link SendBudget} of frames and bytes; what it leaves waits for the
- * next iteration (see {@link PASS_SEND_FRAMES}), clients it did not reach first.
- */
-export class MacrotaskFlusher implements FlushScheduler {
-  #dirty: Client[] = [];
-  #heldBack: Client[] = [];
-  #timer: ReturnType<typeof setImmediate> | undefined;
-  #retry: ReturnType<typeof setTimeout> | undefined;
-  #closed = false;
-  readonly #cache = new BatchCache();
-  readonly #limit: Readonly<SendBudget>;
-  readonly #budget: SendBudget = { frames: 0, bytes: 0 };
-
-  constructor(limit: Partial<SendBudget> = {}) {
-    const { frames = PASS_SEND_FRAMES, bytes = PASS_SEND_BYTES } = limit;
-    if (!(frames >= 1 && bytes >= 1)) {
-      throw new RangeError(`A flush pass needs a budget of at least 1: ${frames}, ${bytes}`);
-    }
-    this.#limit = { frames, bytes };
-  }
-
-  schedule(client: Client): void {
-    if (this.#closed) return;
-    this.#dirty.push(client);
-    // setImmediate runs after this loop iteration's I/O: everything that arrived together is
-    // written together, without the millisecond a zero timeout costs in Deno.
-    this.#timer ??= setImmediate(this.#run);
-  }
-
-  /** Writes what is pending now and stops scheduling (shutdown). */
-  close(): void {
-    // Pass after pass until nothing is dirty: a pass may stop at its send budget.
-    while (this.#dirty.length > 0) this.#run();
-    clearImmediate(this.#timer);
-    this.#timer = undefined;
-    this.#closed = true;
-    clearTimeout(this.#retry);
-    this.#retry = undefined;
-    this.#heldBack = [];
-  }
-
-  #run = (): void => {
-    clearImmediate(this.#timer);
-    this.#timer = undefined;
-    const dirty = this.#dirty;
-    this.#dirty = [];
-    const budget = this.#budget;
-    budget.frames = this.#limit.frames;
-    budget.bytes = this.#limit.bytes;
-    let next = 0;
-    while (next < dirty.length && budget.frames > 0 && budget.bytes > 0) {
-      const client = dirty[next++]!;
-      if (!client.flush(this.#cache, budget)) this.#heldBack.push(client);
-    }
-    this.#cache.clear();
-    if (next < dirty.length) {
-      // The pass spent its budget: the clients it did not reach go first on the next one, ahead
-      // of any that it stopped partway (those re-scheduled themselves) or that became dirty.
-      this.#dirty = dirty.slice(next).concat(this.#dirty);
-    }
-    if (this.#dirty.length > 0 && !this.#closed) this.#timer ??= setImmediate(this.#run);
-    if (this.#heldBack.length > 0 && !this.#closed) {
-      // The peers are behind: look again shortly rather than spin on every turn.
-      this.#retry ??= setTimeout(this.#wake, BACKLOG_RETRY_MS);
-    }
-  };
-
-  #wake = (): void => {
-    this.#retry = undefined;
-    const heldBack = this.#heldBack;
-    this.#heldBack = [];
-    for (const client of heldBack) client.wake();
-  };
 }
 
 /**
@@ -282,6 +156,10 @@ export interface ClientLimits {
   opening?: OpeningWatch;
   /** Told about every frame written, for metrics. */
   observer?: FlushObserver;
+  /** See {@link LAG_GRACE_MS}; tests shorten it. */
+  lagGraceMs?: number;
+  /** See {@link CLOSE_QUIET_MS}; tests shorten it. */
+  closeQuietMs?: number;
 }
 
 /** Who a client is; the server's shared {@link ClientLimits} come along in `limits`. */
@@ -307,7 +185,7 @@ export interface FlushObserver {
   frameOut(events: number): void;
   /** A flush began with this many bytes waiting in the outbox. */
   observeOutboxBytes(bytes: number): void;
-  /** The client passed an outbox bound and is being closed with 4008. */
+  /** The client lagged past its bounds and is being closed with 4008. */
   slowConsumerDisconnect(): void;
 }
 
@@ -347,7 +225,14 @@ export class Client {
   #outbox: PreparedFrame[] = [];
   #outboxHead = 0;
   #outboxBytes = 0;
+  /** The server-wide account the outbox bytes are also counted in, when the scheduler has one. */
+  readonly #egress: Egress | undefined;
   #scheduled = false;
+  /** Free time, in ms, the socket has been behind (over the high-water mark) without a break. */
+  #behindMs = 0;
+  /** When the last inbound frame arrived (`performance.now()`), for the closing linger. */
+  #lastFrameAt = -Infinity;
+  #linger: ReturnType<typeof setTimeout> | undefined;
   #opened = false;
   #closing = false;
   #closed = false;
@@ -372,6 +257,7 @@ export class Client {
     this.#socket = socket;
     this.#handler = handler;
     this.#options = options.limits;
+    this.#egress = options.limits.scheduler.egress;
     this.id = options.id;
     this.user = options.user;
     this.named = options.named;
@@ -452,9 +338,9 @@ export class Client {
   /**
    * Queues a frame for this client without blocking.
    *
-   * Returns false when the frame was not queued: the client is closing, or the frame is
-   * `droppable` (typing) and the outbox is under pressure. When a bound is passed the client is
-   * closed with 4008 and false is returned.
+   * Returns false when the frame was not queued: the client is closing, the frame is
+   * `droppable` (typing) and the outbox is under pressure, or the client has lagged past its
+   * bounds and is being closed with 4008.
    */
   enqueue(frame: PreparedFrame, droppable = false): boolean {
     if (this.#closing || this.#closed) return false;
@@ -463,19 +349,22 @@ export class Client {
     // socket's unsent bytes are checked in flush (and only read when they could matter).
     const bytes = this.#outboxBytes + frame.bytes;
     const { outboxMessages, outboxBytes } = this.#options;
+    const over = count > outboxMessages || bytes > outboxBytes;
     if (
-      droppable && (count > outboxMessages * DROPPABLE_FILL || bytes > outboxBytes * DROPPABLE_FILL)
+      droppable && (over || count > outboxMessages * DROPPABLE_FILL ||
+        bytes > outboxBytes * DROPPABLE_FILL)
     ) {
       return false;
     }
-    // Within one turn a burst may pass the bounds (the socket has had no chance to drain); past
-    // BURST_FACTOR times them, memory is at stake and the client goes at once.
-    if (count > outboxMessages * BURST_FACTOR || bytes > outboxBytes * BURST_FACTOR) {
+    // Past the bounds, a peer that has already been behind for its whole grace goes now; anyone
+    // else keeps the frame: it may only be waiting for the server to get round to writing.
+    if (over && this.#lagging()) {
       this.#slow();
       return false;
     }
     this.#outbox.push(frame);
-    this.#outboxBytes += frame.bytes;
+    this.#outboxBytes = bytes;
+    if (this.#egress !== undefined) this.#egress.bytes += frame.bytes;
     if (!this.#scheduled) {
       this.#scheduled = true;
       this.#options.scheduler.schedule(this);
@@ -484,42 +373,40 @@ export class Client {
   }
 
   /**
-   * Writes what the outbox holds; the only caller of `socket.send`.
+   * Writes what the outbox holds, up to about {@link SOCKET_HIGH_WATER_BYTES} unsent in the
+   * socket; the only caller of `socket.send`.
    *
-   * This is where a slow consumer is recognised: when the bytes the socket has still not sent
-   * from earlier flushes pass `outboxBytes`, or when the peer is behind and the outbox holds more
-   * than `outboxMessages`. Returns false when it held back because the socket still has unsent
-   * bytes; the scheduler then calls {@link Client.wake} later. A {@link BatchCache} shared
-   * across the clients of one flush pass lets them reuse each other's batch frames, and the
-   * pass's {@link SendBudget}, when given, stops it partway: the client then schedules itself
-   * for the next pass.
+   * This is where a slow consumer is recognised: the socket is behind, has been for the grace
+   * period of free time, and the backlog is past a bound (see the module doc). Returns false when
+   * it left frames in the outbox because the socket is behind; the scheduler then calls
+   * {@link Client.wake} later. A {@link BatchCache} shared across the clients of one flush pass
+   * lets them reuse each other's batch frames, and the pass's {@link SendBudget}, when given,
+   * stops it partway: the client then schedules itself for the next pass.
    */
   flush(cache?: BatchCache, budget?: SendBudget): boolean {
     this.#scheduled = false;
     if (this.#closed || this.#closing || this.#socket.readyState !== OPEN) return true;
-    const { outboxMessages, outboxBytes } = this.#options;
     // `bufferedAmount` is a call into the runtime (7% of JS time at saturation when read on
     // every flush). The socket's unsent bytes only grow by what we send, so their last reading
-    // plus every byte sent since bounds them: while that bound is under both thresholds below,
-    // neither check can fire and the reading is skipped, exactly.
-    let unsent = this.#unsentBound;
-    if (unsent > SOCKET_HIGH_WATER_BYTES || unsent > outboxBytes) {
-      unsent = this.#unsentBound = this.#socket.bufferedAmount;
+    // plus every byte sent since bounds them: while that bound is under the mark, the reading is
+    // skipped, exactly.
+    if (this.#unsentBound > SOCKET_HIGH_WATER_BYTES) {
+      this.#unsentBound = this.#socket.bufferedAmount;
     }
-    if (
-      unsent > outboxBytes || (unsent > SOCKET_HIGH_WATER_BYTES && this.pending > outboxMessages)
-    ) {
-      this.#slow();
-      return true;
-    }
-    if (unsent > SOCKET_HIGH_WATER_BYTES) {
+    if (this.#unsentBound > SOCKET_HIGH_WATER_BYTES) {
+      if (this.#overBounds() && this.#lagging()) {
+        this.#slow();
+        return true;
+      }
       this.#scheduled = true;
       return false;
     }
+    this.#behindMs = 0;
     const outbox = this.#outbox;
     let head = this.#outboxHead;
     const observer = this.#options.observer;
     observer?.observeOutboxBytes(this.#outboxBytes);
+    const egress = this.#egress;
     try {
       while (head < outbox.length) {
         if (budget !== undefined && (budget.frames <= 0 || budget.bytes <= 0)) {
@@ -529,19 +416,16 @@ export class Client {
           this.#options.scheduler.schedule(this);
           return true;
         }
-        // One event per frame; for parley.v1, as many whole events as fit into one JSON array
-        // (the first always does: a single larger event goes alone).
-        let end = head + 1;
-        if (this.batching) {
-          let size = 2 + outbox[head]!.bytes + 1;
-          while (
-            end < outbox.length && end - head < MAX_BATCH_EVENTS &&
-            size + outbox[end]!.bytes + 1 <= MAX_BATCH_BYTES
-          ) {
-            size += outbox[end]!.bytes + 1;
-            end++;
-          }
+        if (
+          this.#unsentBound > SOCKET_HIGH_WATER_BYTES &&
+          (this.#unsentBound = this.#socket.bufferedAmount) > SOCKET_HIGH_WATER_BYTES
+        ) {
+          // The socket holds enough for now: the rest waits until the peer has taken some.
+          this.#outboxHead = head;
+          this.#scheduled = true;
+          return false;
         }
+        const end = batchEnd(outbox, head, this.batching);
         let text = outbox[head]!.text;
         let bytes = outbox[head]!.bytes;
         if (end - head > 1) {
@@ -562,6 +446,7 @@ export class Client {
         }
         this.#socket.send(text);
         this.#outboxBytes -= bytes;
+        if (egress !== undefined) egress.bytes -= bytes;
         // `bytes` counts the events; the frame adds brackets and commas (its exact UTF-8 size).
         this.#unsentBound += end - head > 1 ? bytes + end - head + 1 : bytes;
         if (budget !== undefined) {
@@ -608,18 +493,45 @@ export class Client {
     this.close(Close.slowConsumer);
   }
 
-  /** Re-schedules a flush that was held back by a full socket. */
-  wake(): void {
-    if (this.#closed) return;
+  /**
+   * Re-schedules a flush that was held back by a socket that is behind; for the scheduler only.
+   * `freeMs` is the time since the hold in which the server was free to write: it counts toward
+   * the client's lag until a flush finds the socket caught up.
+   */
+  wake(freeMs = 0): void {
+    if (this.#closed || this.#closing) return;
+    this.#behindMs += freeMs;
     this.#scheduled = true;
     this.#options.scheduler.schedule(this);
+  }
+
+  /** Whether the socket has been behind for the whole grace period of free time. */
+  #lagging(): boolean {
+    return this.#behindMs >= (this.#options.lagGraceMs ?? LAG_GRACE_MS);
+  }
+
+  /** Whether the backlog (outbox and the socket's unsent bytes, as last read) is past a bound. */
+  #overBounds(): boolean {
+    return this.pending > this.#options.outboxMessages ||
+      this.#outboxBytes + this.#unsentBound > this.#options.outboxBytes;
+  }
+
+  /** Empties the outbox, taking its bytes off the server's account. */
+  #dropOutbox(): void {
+    if (this.#egress !== undefined) this.#egress.bytes -= this.#outboxBytes;
+    this.#outbox = [];
+    this.#outboxHead = 0;
+    this.#outboxBytes = 0;
   }
 
   /**
    * Starts the close handshake with a protocol close code; idempotent.
    *
-   * A peer that never answers the close frame would leave the socket CLOSING for good; the
-   * watchdog reports the client closed after {@link CLOSE_WATCHDOG_MS} regardless.
+   * Frames already queued (say, the errors that led to a policy close) go out before the close
+   * frame; a slow consumer's backlog is dropped instead: it resumes from history. A peer that sent
+   * a frame within {@link CLOSE_QUIET_MS} gets its close frame once it has gone quiet (see the
+   * module doc). A peer that never answers the close frame would leave the socket CLOSING for
+   * good; the watchdog reports the client closed after {@link CLOSE_WATCHDOG_MS} regardless.
    */
   close(close: CloseCode): void {
     if (this.#closing || this.#closed) return;
@@ -629,13 +541,31 @@ export class Client {
       this.#closeOnOpen ??= close;
       return;
     }
-    // Frames already queued (say, the errors that led to a policy close) go out before the close
-    // frame; a slow consumer's backlog is dropped instead: it resumes from history.
     if (close.code !== Close.slowConsumer.code && this.pending > 0) this.flush();
     this.#closing = true;
-    this.#outbox = [];
-    this.#outboxHead = 0;
-    this.#outboxBytes = 0;
+    this.#dropOutbox();
+    const quietMs = this.#options.closeQuietMs ?? CLOSE_QUIET_MS;
+    if (performance.now() - this.#lastFrameAt < quietMs) {
+      const started = performance.now();
+      const check = () => {
+        const now = performance.now();
+        const quietFor = now - this.#lastFrameAt;
+        if (this.#closed) return;
+        if (quietFor >= quietMs || now - started >= CLOSE_LINGER_MS) {
+          this.#linger = undefined;
+          this.#sendClose(close);
+        } else {
+          this.#linger = setTimeout(check, quietMs - quietFor);
+        }
+      };
+      this.#linger = setTimeout(check, quietMs);
+      return;
+    }
+    this.#sendClose(close);
+  }
+
+  /** Sends the close frame and starts the handshake's watchdog. */
+  #sendClose(close: CloseCode): void {
     try {
       this.#socket.close(close.code, close.reason);
     } catch {
@@ -681,6 +611,8 @@ export class Client {
   }
 
   #onMessage(event: MessageEvent): void {
+    // Read on every frame: a close decides from it whether the peer is still sending.
+    this.#lastFrameAt = performance.now();
     if (this.#closing || this.#closed) return;
     this.#framesIn++;
     const data: unknown = event.data;
@@ -711,9 +643,9 @@ export class Client {
     this.#watchdog = undefined;
     clearTimeout(this.#expiry);
     this.#expiry = undefined;
-    this.#outbox = [];
-    this.#outboxHead = 0;
-    this.#outboxBytes = 0;
+    clearTimeout(this.#linger);
+    this.#linger = undefined;
+    this.#dropOutbox();
     this.#handler.closed(this, code, reason);
   }
 

@@ -1,14 +1,7 @@
 import assert from "node:assert/strict";
 import { fakeClient, RecordingHandler } from "./tests/helpers/fakes.ts";
-import {
-  BatchCache,
-  BURST_FACTOR,
-  MacrotaskFlusher,
-  MAX_BATCH_BYTES,
-  MAX_BATCH_EVENTS,
-  OpeningWatch,
-  SOCKET_HIGH_WATER_BYTES,
-} from "./client.ts";
+import { OpeningWatch } from "./client.ts";
+import { BatchCache, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, SOCKET_HIGH_WATER_BYTES } from "./flush.ts";
 import { prepare, type PreparedFrame, utf8Bytes } from "./message.ts";
 
 const frame = (n: number): PreparedFrame => prepare({ type: "message", id: n });
@@ -20,65 +13,6 @@ Deno.test("Client.flush() sends one frame per event to a plain client", () => {
   assert.deepEqual(socket.sent.map((t) => JSON.parse(t).id), [1, 2, 3]);
   assert.equal(client.pending, 0);
   assert.equal(client.backlogBytes, 0);
-});
-
-/** Resolves after the flusher's current pass: its setImmediate was queued before this one. */
-const nextPass = () => new Promise<void>((resolve) => setImmediate(resolve));
-
-Deno.test("MacrotaskFlusher spends at most its frame budget per pass, and reaches the skipped clients first", async () => {
-  const flusher = new MacrotaskFlusher({ frames: 10 });
-  const order: string[] = [];
-  const clients = ["a", "b", "c"].map((name) => {
-    const made = fakeClient({ batching: false, scheduler: flusher, outboxMessages: 64 });
-    const send = made.socket.send.bind(made.socket);
-    made.socket.send = (data: string) => {
-      order.push(`${name}${JSON.parse(data).id}`);
-      send(data);
-    };
-    return { name, ...made };
-  });
-  // 7 frames each: the first pass ends partway through b, and c is not reached.
-  for (const { client } of clients) for (let i = 1; i <= 7; i++) client.enqueue(frame(i));
-  await nextPass();
-  assert.equal(order.length, 10);
-  assert.deepEqual(clients.map(({ client }) => client.pending), [0, 4, 7]);
-  // Frames queued meanwhile join the same outbox and keep their order.
-  clients[1]!.client.enqueue(frame(8));
-  await nextPass();
-  // c, which the first pass did not reach, goes before the rest of b.
-  assert.deepEqual(order.slice(10, 17), ["c1", "c2", "c3", "c4", "c5", "c6", "c7"]);
-  assert.deepEqual(order.slice(17), ["b4", "b5", "b6"]);
-  await nextPass();
-  assert.deepEqual(order.slice(20), ["b7", "b8"]);
-  for (const { name, socket } of clients) {
-    const ids = socket.sent.map((t) => JSON.parse(t).id);
-    assert.deepEqual(ids, name === "b" ? [1, 2, 3, 4, 5, 6, 7, 8] : [1, 2, 3, 4, 5, 6, 7]);
-  }
-  assert.deepEqual(clients.map(({ client }) => client.backlogBytes), [0, 0, 0]);
-  flusher.close();
-});
-
-Deno.test("MacrotaskFlusher ends a pass at its byte budget, and close() writes everything left", async () => {
-  const flusher = new MacrotaskFlusher({ bytes: 2.5 * MAX_BATCH_BYTES });
-  const { client, socket } = fakeClient({
-    batching: true,
-    scheduler: flusher,
-    maxFrameBytes: 2048,
-    outboxMessages: 10_000,
-    outboxBytes: 16 * MAX_BATCH_BYTES,
-  });
-  const big = (n: number) => prepare({ type: "message", id: n, content: "x".repeat(1000) });
-  const count = 500; // about 7.8 batch frames
-  for (let i = 1; i <= count; i++) client.enqueue(big(i));
-  await nextPass();
-  // A frame is sent whole: the third (nearly full) batch frame overspends the budget, and the
-  // pass stops there.
-  assert.equal(socket.sent.length, 3);
-  assert.ok(client.pending > 0);
-  flusher.close();
-  assert.deepEqual(socket.events.map((e) => e.id), Array.from({ length: count }, (_, i) => i + 1));
-  assert.equal(client.pending, 0);
-  assert.throws(() => new MacrotaskFlusher({ frames: 0 }), RangeError);
 });
 
 Deno.test("Client.flush() packs pending events into one JSON array for parley.v1", () => {
@@ -116,50 +50,82 @@ Deno.test("Client.flush() splits batches at the event and byte bounds, keeping o
   assert.equal(socket.events.filter((e) => e.content !== undefined).length, 1);
 });
 
-Deno.test("Client.enqueue() drops a burst past BURST_FACTOR times the count bound with 4008", () => {
-  const handler = new RecordingHandler();
-  const { client, socket } = fakeClient({ outboxMessages: 16, handler });
-  for (let i = 0; i < 16 * BURST_FACTOR; i++) assert.ok(client.enqueue(frame(i)));
-  assert.equal(client.enqueue(frame(999)), false);
-  assert.deepEqual(socket.closedWith, { code: 4008, reason: "Slow consumer" });
-  assert.deepEqual(handler.closes, [{ code: 4008, reason: "Slow consumer" }]);
-  assert.equal(socket.sent.length, 0, "a slow consumer's backlog is dropped, not sent");
-  assert.equal(client.enqueue(frame(1000)), false);
+Deno.test("Client keeps a backlog the server has not written yet, however large: it is not the peer's lag", () => {
+  const { client, socket, flusher } = fakeClient({ outboxMessages: 16, outboxBytes: 4096 });
+  // A flood of inbound frames holds the loop: nothing flushes while 40 times the count bound and
+  // several times the byte bound pile up.
+  for (let i = 0; i < 16 * 40; i++) assert.ok(client.enqueue(frame(i)));
+  assert.ok(client.active);
+  assert.equal(socket.closedWith, undefined);
+  flusher.flushAll();
+  assert.deepEqual(
+    socket.sent.map((t) => JSON.parse(t).id),
+    Array.from({ length: 640 }, (_, i) => i),
+  );
+  assert.equal(client.pending, 0);
 });
 
-Deno.test("Client.flush() closes with 4008 at the first flush after a stalled peer passed outboxBytes", () => {
-  const outboxBytes = 64 * 1024;
-  // The client's own byte count must never fall short: multi-byte characters, and batches of
-  // one-byte events where the brackets and commas are half the frame.
-  const shapes = [
-    {
-      perFlush: 2,
-      event: (n: number) => prepare({ type: "message", id: n, content: "é".repeat(300) }),
-    },
-    { perFlush: 200, event: (n: number) => prepare(n % 10) },
-  ];
-  for (const { perFlush, event } of shapes) {
-    const { client, socket, flusher } = fakeClient({
-      batching: true,
-      outboxBytes,
-      outboxMessages: 1024,
-    });
-    socket.stalled = true;
-    let flushes = 0;
-    for (let n = 0; client.active; n += perFlush) {
-      const unsentBefore = socket.unsentBytes;
-      for (let i = 0; i < perFlush; i++) client.enqueue(event(n + i));
-      flusher.flushAll();
-      flushes++;
-      assert.equal(
-        client.active,
-        unsentBefore <= outboxBytes,
-        `${perFlush} per flush, flush ${flushes}: ${unsentBefore} bytes were unsent before it`,
-      );
-    }
-    assert.deepEqual(socket.closedWith, { code: 4008, reason: "Slow consumer" });
-    assert.ok(flushes > 10);
+/** A client whose peer has stopped reading, with its socket already past the high-water mark. */
+function behindClient(lagGraceMs: number) {
+  const handler = new RecordingHandler();
+  const made = fakeClient({ handler, outboxMessages: 16, outboxBytes: 1 << 20, lagGraceMs });
+  fallBehind(made);
+  return { ...made, handler };
+}
+
+/** Stalls the peer and sends until the socket is past the high-water mark. */
+function fallBehind({ client, socket, flusher }: ReturnType<typeof fakeClient>): void {
+  socket.stalled = true;
+  const big = (n: number) => prepare({ type: "message", id: n, content: "x".repeat(32 * 1024) });
+  for (let n = 0; socket.unsentBytes <= SOCKET_HIGH_WATER_BYTES; n++) {
+    client.enqueue(big(n));
+    flusher.flushAll();
   }
+}
+
+Deno.test("Client is closed with 4008 only after its socket stayed behind for the grace period of free time, past a bound", () => {
+  const { client, socket, flusher, handler } = behindClient(100);
+  const sent = socket.sent.length;
+  // Past the count bound while behind, but with no free time credited yet: kept.
+  for (let i = 0; i < 40; i++) assert.ok(client.enqueue(frame(1000 + i)));
+  flusher.flushAll();
+  assert.ok(client.active);
+  client.wake(60);
+  flusher.flushAll();
+  assert.ok(client.active, "60 of 100 ms behind: not yet");
+  client.wake(40);
+  flusher.flushAll();
+  assert.deepEqual(socket.closedWith, { code: 4008, reason: "Slow consumer" });
+  assert.deepEqual(handler.closes, [{ code: 4008, reason: "Slow consumer" }]);
+  assert.equal(socket.sent.length, sent, "a slow consumer's backlog is dropped, not sent");
+  assert.equal(client.enqueue(frame(2000)), false);
+});
+
+Deno.test("Client behind for its whole grace but within its bounds is held, not closed", () => {
+  const { client, socket, flusher } = behindClient(100);
+  client.enqueue(frame(1));
+  client.wake(500);
+  flusher.flushAll();
+  assert.ok(client.active, "behind, but its backlog fits the bounds");
+  // One frame past the bound after the grace: closed at once, at enqueue.
+  for (let i = 0; client.active && i < 100; i++) client.enqueue(frame(i));
+  assert.deepEqual(socket.closedWith, { code: 4008, reason: "Slow consumer" });
+});
+
+Deno.test("Client that catches up starts its grace again", () => {
+  const { client, socket, flusher } = behindClient(100);
+  for (let i = 0; i < 40; i++) client.enqueue(frame(i));
+  client.wake(90);
+  flusher.flushAll();
+  socket.drain();
+  client.wake(5);
+  flusher.flushAll();
+  assert.equal(client.pending, 0, "the peer took everything");
+  fallBehind({ client, socket, flusher });
+  for (let i = 0; i < 40; i++) client.enqueue(frame(i));
+  client.wake(90);
+  flusher.flushAll();
+  assert.ok(client.active, "90 ms since it caught up, not 185");
 });
 
 Deno.test("Client.flush() holds back while the socket is behind and resumes when it drains", () => {
@@ -283,19 +249,6 @@ Deno.test("Client does not write before the socket is open", () => {
   client.enqueue(frame(2));
   flusher.flushAll();
   assert.deepEqual(socket.sent.map((t) => JSON.parse(t).id), [1, 2]);
-});
-
-Deno.test("BatchCache shares a batch between outboxes holding the same events, only those", () => {
-  const cache = new BatchCache();
-  const [a, b, c] = [frame(1), frame(2), frame(3)];
-  cache.set([a, b, c], 0, 3, "[1,2,3]", 7);
-  assert.deepEqual(cache.get([a, b, c], 0, 3), { text: "[1,2,3]", bytes: 7 });
-  assert.equal(cache.get([frame(1), b, c], 0, 3), undefined, "equal text is not the same event");
-  assert.equal(cache.get([a, c, b], 0, 3), undefined);
-  assert.equal(cache.get([a, b], 0, 2), undefined);
-  assert.deepEqual(cache.get([frame(0), a, b, c], 1, 4)?.text, "[1,2,3]");
-  cache.clear();
-  assert.equal(cache.get([a, b, c], 0, 3), undefined);
 });
 
 Deno.test("Clients flushed in one pass with the same events build their batch once", () => {

@@ -21,7 +21,8 @@ import denoJson from "./deno.json" with { type: "json" };
 import { createVerifier, type Verifier } from "./auth/mod.ts";
 import { type Broker, openBroker } from "./backends/broker/mod.ts";
 import { Chat } from "./chat.ts";
-import { CLOSE_WATCHDOG_MS, MacrotaskFlusher } from "./client.ts";
+import { CLOSE_LINGER_MS, CLOSE_WATCHDOG_MS } from "./client.ts";
+import { Flusher } from "./flush.ts";
 import { type Config, parseConfig, summarize } from "./config/mod.ts";
 import { Hub } from "./hub.ts";
 import { Close, FrameParser } from "./message.ts";
@@ -37,7 +38,7 @@ export const VERSION: string = denoJson.version;
 /** Longest wait for in-flight appends at shutdown, in milliseconds. */
 export const DRAIN_APPENDS_MS = 1_000;
 /** Longest wait for sockets to close at shutdown; a little over the close watchdog. */
-export const DRAIN_SOCKETS_MS = CLOSE_WATCHDOG_MS + 500;
+export const DRAIN_SOCKETS_MS = CLOSE_LINGER_MS + CLOSE_WATCHDOG_MS + 500;
 
 const log = getLogger(["parley", "server"]);
 
@@ -64,6 +65,8 @@ export interface StartOptions {
   hubQueueCapacity?: number;
   /** The hub starts applying events only once this resolves. */
   holdHub?: Promise<void>;
+  /** Outbox bytes past which senders are told `overloaded` (default `EGRESS_PRESSURE_BYTES`). */
+  egressPressureBytes?: number;
 }
 
 /** Starts a server from a configuration. */
@@ -142,6 +145,9 @@ export async function startParley(config: Config, options: StartOptions = {}): P
     burst: config.burst,
     strikes: config.rateLimitStrikes,
   });
+  const scheduler = new Flusher(
+    options.egressPressureBytes === undefined ? {} : { pressureBytes: options.egressPressureBytes },
+  );
   const chat = new Chat({
     hub,
     store,
@@ -153,6 +159,7 @@ export async function startParley(config: Config, options: StartOptions = {}): P
     ...(verifier === undefined ? {} : { verifier }),
     outboxMessages: config.outboxMessages,
     admit: (client) => limiter.admit(client),
+    overloaded: () => scheduler.overloaded,
     observer: {
       opened: (client) => metrics.connectionOpened(client.batching ? "parley.v1" : "plain"),
       closed: (client, code) =>
@@ -166,7 +173,6 @@ export async function startParley(config: Config, options: StartOptions = {}): P
       rateLimited: () => metrics.rateLimited(),
     },
   });
-  const scheduler = new MacrotaskFlusher();
   const http = new ParleyHttp({
     hub,
     chat,

@@ -18,9 +18,9 @@ import {
   type ClientHandler,
   type ClientLimits,
   type FlushObserver,
-  type FlushScheduler,
   OpeningWatch,
 } from "./client.ts";
+import type { FlushScheduler } from "./flush.ts";
 import type { Hub } from "./hub.ts";
 import {
   DEFAULT_HISTORY_LIMIT,

@@ -7,10 +7,10 @@ import {
   type ClientHandler,
   type ClientLimits,
   type ClientOptions,
-  type FlushScheduler,
   OPEN,
   type SocketLike,
 } from "../../client.ts";
+import type { FlushScheduler } from "../../flush.ts";
 import { utf8Bytes } from "../../message.ts";
 
 type Listener = ((event: never) => void) | EventListenerObject;
@@ -172,7 +172,7 @@ export function fakeClient(
   } = {},
 ): { client: Client; socket: FakeSocket; flusher: ManualFlusher } {
   const socket = new FakeSocket();
-  // Any other scheduler (a MacrotaskFlusher) is used as given; `flusher` then goes unused.
+  // Any other scheduler (a Flusher) is used as given; `flusher` then goes unused.
   const flusher = options.scheduler instanceof ManualFlusher
     ? options.scheduler
     : new ManualFlusher();
@@ -184,6 +184,10 @@ export function fakeClient(
     outboxMessages = 16,
     outboxBytes = 4096,
     closeTimeoutMs,
+    // A close right after a frame would otherwise linger (see CLOSE_QUIET_MS); tests of the
+    // linger set it.
+    closeQuietMs = 0,
+    lagGraceMs,
     observer,
     now,
     opening,
@@ -202,6 +206,8 @@ export function fakeClient(
       outboxBytes,
       scheduler,
       ...(closeTimeoutMs === undefined ? {} : { closeTimeoutMs }),
+      closeQuietMs,
+      ...(lagGraceMs === undefined ? {} : { lagGraceMs }),
       ...(observer === undefined ? {} : { observer }),
       ...(now === undefined ? {} : { now }),
       ...(opening === undefined ? {} : { opening }),
