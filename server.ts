@@ -24,6 +24,7 @@ import type { FlushScheduler } from "./flush.ts";
 import type { Hub } from "./hub.ts";
 import {
   DEFAULT_HISTORY_LIMIT,
+  type ErrorCode,
   MAX_HISTORY_LIMIT,
   MAX_REF_CHARS,
   MAX_USER_CHARS,
@@ -40,6 +41,17 @@ import { STATIC_FILES } from "./static/mod.ts";
 export const RETRY_AFTER_S = 5;
 /** Largest accepted body of `POST /api/rooms/{room}/messages`, in bytes. */
 export const MAX_API_BODY_BYTES = 64 * 1024;
+/**
+ * Letters of a guest name after `guest-`: digits and lower-case letters without 0, 1, l and o,
+ * which read alike. 32 of them, so one random byte masked to 5 bits picks one without bias.
+ */
+const GUEST_ALPHABET = "23456789abcdefghijkmnpqrstuvwxyz";
+/**
+ * Random characters in a guest name: 12 × 5 = 60 bits. Names are drawn independently on every
+ * node and after every restart, and a guest's DMs stay under its name, so what matters is any
+ * two guests ever sharing one: among a million guests the chance is about n² / 2^61 = 4 × 10⁻⁷.
+ */
+const GUEST_NAME_CHARS = 12;
 
 const log = getLogger(["parley", "http"]);
 
@@ -102,7 +114,6 @@ export class ParleyHttp {
   /** Shared by every client: one object, not one per connection. */
   readonly #clientLimits: ClientLimits;
   #connections = 0;
-  #guests = 0;
   #draining = false;
 
   /** Builds the route table. */
@@ -175,11 +186,11 @@ export class ParleyHttp {
       }
       allowed = [...new Set(allowed)];
       if (allowed.length > 0) {
-        return json(405, error("invalid_message", `Method ${req.method} not allowed`), {
+        return json(405, error("method_not_allowed", `Method ${req.method} not allowed`), {
           allow: allowed.join(", "),
         });
       }
-      return json(404, error("invalid_message", `No route for ${url.pathname}`));
+      return json(404, error("not_found", `No route for ${url.pathname}`));
     } catch (err) {
       log.error("Request failed", { error: String(err) });
       return json(500, error("internal", "Internal error"));
@@ -283,7 +294,7 @@ export class ParleyHttp {
       return { user, named: true, expiresAt };
     }
     const name = url.searchParams.get("name");
-    if (name === null || name === "") return { user: `guest-${++this.#guests}`, named: false };
+    if (name === null || name === "") return { user: guestName(), named: false };
     if (!validUserName(name)) {
       return json(
         400,
@@ -335,7 +346,7 @@ export class ParleyHttp {
 
   async #metrics(): Promise<Response> {
     const metrics = this.#deps.metrics;
-    if (metrics === undefined) return json(404, error("invalid_message", "Metrics disabled"));
+    if (metrics === undefined) return json(404, error("not_found", "Metrics disabled"));
     return new Response(await metrics.text(), { headers: { "content-type": metrics.contentType } });
   }
 
@@ -394,7 +405,7 @@ export class ParleyHttp {
 
   async #post(req: Request, match: URLPatternResult): Promise<Response> {
     const apiKey = this.#deps.options.apiKey;
-    if (apiKey === undefined) return json(404, error("invalid_message", "Publishing is disabled"));
+    if (apiKey === undefined) return json(404, error("not_found", "Publishing is disabled"));
     const token = bearer(req);
     if (token === undefined || !constantTimeEqual(token, apiKey)) {
       return json(401, error("unauthorized", "Invalid API key"));
@@ -444,7 +455,7 @@ export class ParleyHttp {
 
   #file(name: string): Response {
     const body = STATIC_FILES[name];
-    if (body === undefined) return json(404, error("invalid_message", `No file ${name}`));
+    if (body === undefined) return json(404, error("not_found", `No file ${name}`));
     return new Response(body, {
       headers: {
         "content-type": CONTENT_TYPES[name.slice(name.lastIndexOf("."))] ??
@@ -473,7 +484,7 @@ function json(status: number, body: unknown, headers: Record<string, string> = {
   });
 }
 
-function error(code: string, message: string, reason?: string) {
+function error(code: ErrorCode, message: string, reason?: string) {
   return { error: reason === undefined ? { code, message } : { code, message, reason } };
 }
 
@@ -504,6 +515,12 @@ function idParam(value: string | null): number | undefined | null {
 function connectionId(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(9));
   return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_");
+}
+
+/** A guest's name: `guest-` and {@link GUEST_NAME_CHARS} random letters of {@link GUEST_ALPHABET}. */
+function guestName(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(GUEST_NAME_CHARS));
+  return "guest-" + Array.from(bytes, (byte) => GUEST_ALPHABET[byte & 31]).join("");
 }
 
 function remoteAddress(info: Deno.ServeHandlerInfo): string {

@@ -51,7 +51,7 @@ test("server echoes parley.v1 and welcomes with identity, connection and rooms",
   assert.deepEqual(welcome?.rooms, ["lobby"]);
   assert.match(String(welcome?.connection), /^[A-Za-z0-9_-]{12}$/);
   await using guest = await TestSocket.open(server.ws());
-  assert.match(String(guest.of("welcome")[0]?.user), /^guest-\d+$/);
+  assert.match(String(guest.of("welcome")[0]?.user), /^guest-[2-9a-km-np-z]{12}$/);
 });
 
 test("server delivers 100 messages to 200 clients, each in order and once", async () => {
@@ -336,7 +336,7 @@ test("server serves /healthz, /readyz and a 404 JSON body for unknown routes", a
   await ready.body?.cancel();
   const missing = await fetch(new URL("nope", server.url));
   assert.equal(missing.status, 404);
-  assert.equal((await missing.json()).error.code, "invalid_message");
+  assert.equal((await missing.json()).error.code, "not_found");
   const plain = await fetch(new URL("ws", server.url));
   assert.equal(plain.status, 426);
   await plain.body?.cancel();
