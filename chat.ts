@@ -12,6 +12,13 @@
  * - Publishes happen in store order: each append's continuation calls `publish` synchronously,
  *   and the store resolves appends in call order.
  * - Nothing here throws into the socket layer; every failure becomes an `error` frame or a close.
+ * - The frames of one connection take effect in the order received. Each handler returns a
+ *   promise when its effect completes later (stored and published, applied by the hub, answered);
+ *   the connection's later frames wait for it, except that consecutive `message`/`direct` frames
+ *   run together (the store resolves appends in call order, so their ids and publishes keep the
+ *   order). Only connections with such work in flight have a {@link Backlog}; the frames waiting
+ *   in it are bounded by {@link MAX_QUEUED_FRAMES} and {@link MAX_QUEUED_BYTES}, and dropped
+ *   when the connection closes.
  */
 import { getLogger } from "@logtape/logtape";
 import type { Verifier } from "./auth/mod.ts";
@@ -31,12 +38,20 @@ import {
   prepare,
   roomKey,
   type ServerFrame,
+  utf8Bytes,
 } from "./message.ts";
 import type { Presence } from "./backends/presence/mod.ts";
 import type { AppendInput, MessageStore } from "./backends/store/mod.ts";
 
 /** Most appends in flight on one node before new sends are answered `overloaded`. */
 export const MAX_PENDING_APPENDS = 10_000;
+/** Most frames of one connection waiting for an earlier frame's effect before its further
+ * frames are answered `overloaded`; the rate limit (`--burst`, 20) normally keeps it far below.
+ * Appends running together do not wait: MAX_PENDING_APPENDS bounds them. */
+export const MAX_QUEUED_FRAMES = 256;
+/** Most UTF-8 bytes of those waiting frames, in bytes: four frames of the default
+ * `--max-frame-bytes` (64 KiB). */
+export const MAX_QUEUED_BYTES = 256 * 1024;
 /** Upper bound on messages replayed by one `join … since`; also capped at half the outbox. */
 export const MAX_REPLAY = 5_000;
 /** Default page size of `history`. */
@@ -76,11 +91,29 @@ export interface ChatOptions {
   overloaded?: () => boolean;
 }
 
+/**
+ * The frames of one connection whose effect is not complete: those running and those waiting
+ * for them, in the order received. Running frames are one frame of any type, or any number of
+ * consecutive `message`/`direct` frames.
+ */
+interface Backlog {
+  /** Frames started whose effect is not complete yet. */
+  running: number;
+  /** True while every running frame is an append: one more may start beside them. */
+  appending: boolean;
+  /** Frames waiting for the running ones, oldest first. */
+  readonly waiting: { frame: ClientFrame; bytes: number }[];
+  /** UTF-8 bytes of the waiting frames. */
+  bytes: number;
+}
+
 /** Handles the frames of every connection of one server. */
 export class Chat implements ClientHandler {
   readonly #o: ChatOptions;
   readonly #replayLimit: number;
   #pendingAppends = 0;
+  /** Only connections with a frame in flight have an entry; idle ones cost nothing here. */
+  readonly #backlogs = new Map<Client, Backlog>();
 
   /** Creates the handler; it holds references only. */
   constructor(options: ChatOptions) {
@@ -91,6 +124,11 @@ export class Chat implements ClientHandler {
   /** Appends in flight, for readiness and tests. */
   get pendingAppends(): number {
     return this.#pendingAppends;
+  }
+
+  /** Connections with frames in flight, for tests: 0 once every connection is idle. */
+  get busyConnections(): number {
+    return this.#backlogs.size;
   }
 
   opened(client: Client): void {
@@ -121,6 +159,8 @@ export class Chat implements ClientHandler {
       });
       return;
     }
+    // Its waiting frames are dropped; running ones finish, and their answers go nowhere.
+    this.#backlogs.delete(client);
     // Must reach the hub even when its queue is busy; rejected only once the hub has closed.
     this.#o.hub.send({ type: "unregister", client }).catch(() => {});
     this.#o.observer?.closed?.(client, code);
@@ -169,15 +209,86 @@ export class Chat implements ClientHandler {
       this.#error(client, "rate_limited", "Cannot accept frame: rate limit exceeded", frame.ref);
       return;
     }
-    try {
-      this.#dispatch(client, frame);
-    } catch (error) {
+    const backlog = this.#backlogs.get(client);
+    if (backlog === undefined) {
+      // The common case: nothing in flight, so the frame runs now.
+      const running = this.#run(client, frame);
+      if (running === undefined) return;
+      const started: Backlog = { running: 1, appending: isAppend(frame), waiting: [], bytes: 0 };
+      this.#backlogs.set(client, started);
+      this.#track(client, started, running);
+      return;
+    }
+    if (backlog.waiting.length === 0 && backlog.appending && isAppend(frame)) {
+      return this.#start(client, backlog, frame);
+    }
+    const bytes = utf8Bytes(text);
+    if (
+      backlog.waiting.length >= MAX_QUEUED_FRAMES || backlog.bytes + bytes > MAX_QUEUED_BYTES
+    ) {
+      this.#error(
+        client,
+        "overloaded",
+        "Cannot accept frame: too many frames in flight on this connection, retry later",
+        frame.ref,
+      );
+      return;
+    }
+    backlog.waiting.push({ frame, bytes });
+    backlog.bytes += bytes;
+  }
+
+  /** Runs a frame now; returns a promise when its effect completes later. Never rejects. */
+  #run(client: Client, frame: ClientFrame): Promise<void> | undefined {
+    const failed = (error: unknown) => {
       log.error("Frame handler failed", { connection: client.id, error: String(error) });
       this.#error(client, "internal", "Cannot handle frame: internal error", frame.ref);
+    };
+    try {
+      return this.#dispatch(client, frame)?.catch(failed);
+    } catch (error) {
+      failed(error);
+      return undefined;
     }
   }
 
-  #dispatch(client: Client, frame: ClientFrame): void {
+  /** Starts a frame of a connection that has a backlog, beside the frames running in it. */
+  #start(client: Client, backlog: Backlog, frame: ClientFrame): void {
+    const running = this.#run(client, frame);
+    if (running === undefined) return;
+    if (backlog.running === 0) backlog.appending = isAppend(frame);
+    backlog.running++;
+    this.#track(client, backlog, running);
+  }
+
+  #track(client: Client, backlog: Backlog, running: Promise<void>): void {
+    running.then(() => {
+      backlog.running--;
+      if (this.#backlogs.get(client) === backlog) this.#drain(client, backlog);
+    });
+  }
+
+  /** Starts the waiting frames that may run now; forgets the backlog once nothing is left. */
+  #drain(client: Client, backlog: Backlog): void {
+    while (backlog.waiting.length > 0) {
+      const next = backlog.waiting[0]!;
+      if (backlog.running > 0 && !(backlog.appending && isAppend(next.frame))) return;
+      backlog.waiting.shift();
+      backlog.bytes -= next.bytes;
+      this.#start(client, backlog, next.frame);
+      // A frame may close its own connection (an outbox overflow); the rest are dropped.
+      if (this.#backlogs.get(client) !== backlog) return;
+    }
+    if (backlog.running === 0) this.#backlogs.delete(client);
+  }
+
+  /**
+   * Applies one frame. Returns a promise when the effect completes later: stored and published
+   * with its ack enqueued (`message`, `direct`), applied by the hub (`join` once the client is a
+   * live member with `joined` enqueued, or the join failed; `leave`), or answered (`history`,
+   * `presence`, `refresh`). Returns nothing when the frame took effect already.
+   */
+  #dispatch(client: Client, frame: ClientFrame): void | Promise<void> {
     switch (frame.type) {
       case "legacy": {
         const sender = this.#o.openMode && !client.named && frame.sender !== undefined
@@ -203,17 +314,7 @@ export class Chat implements ClientHandler {
       case "join":
         return this.#join(client, frame.room, frame.since, frame.ref);
       case "leave":
-        if (!client.inRoom(frame.room)) return this.#notMember(client, frame.room, frame.ref);
-        if (
-          !this.#o.hub.trySend(
-            frame.ref === undefined
-              ? { type: "leave", client, room: frame.room }
-              : { type: "leave", client, room: frame.room, ref: frame.ref },
-          )
-        ) {
-          return this.#overloaded(client, frame.ref);
-        }
-        return;
+        return this.#leave(client, frame.room, frame.ref);
       case "history":
         return this.#history(client, frame);
       case "presence":
@@ -247,9 +348,9 @@ export class Chat implements ClientHandler {
     content: string,
     ref: string | undefined,
     sender: string,
-  ): void {
+  ): void | Promise<void> {
     if (!client.inRoom(room)) return this.#notMember(client, room, ref);
-    this.#append(client, { type: "message", room, sender, content }, ref);
+    return this.#append(client, { type: "message", room, sender, content }, ref);
   }
 
   /**
@@ -271,7 +372,7 @@ export class Chat implements ClientHandler {
     });
   }
 
-  #append(client: Client, draft: Draft, ref: string | undefined): void {
+  #append(client: Client, draft: Draft, ref: string | undefined): void | Promise<void> {
     if (this.#pendingAppends >= MAX_PENDING_APPENDS || this.#o.overloaded?.() === true) {
       return this.#overloaded(client, ref);
     }
@@ -279,7 +380,7 @@ export class Chat implements ClientHandler {
     const input = ref === undefined
       ? { draft, user: client.user }
       : { draft, user: client.user, ref };
-    this.publish(input).then((message) => {
+    return this.publish(input).then((message) => {
       if (ref !== undefined) {
         this.#reply(client, { type: "ack", ref, id: message.id, ts: message.ts });
       }
@@ -294,9 +395,16 @@ export class Chat implements ClientHandler {
     });
   }
 
-  #join(client: Client, room: string, since: number | undefined, ref: string | undefined): void {
+  #join(
+    client: Client,
+    room: string,
+    since: number | undefined,
+    ref: string | undefined,
+  ): void | Promise<void> {
     const hub = this.#o.hub;
     if (!hub.trySend({ type: "join", client, room })) return this.#overloaded(client, ref);
+    const { promise: applied, resolve } = Promise.withResolvers<void>();
+    const done = () => resolve();
     const key = roomKey(room);
     const users = this.#o.presence.users(room).catch(() => [] as string[]);
     const read = since === undefined
@@ -308,6 +416,7 @@ export class Chat implements ClientHandler {
         lastId,
         users,
         ...(ref === undefined ? {} : { ref }),
+        done,
       }))
       : Promise.all([this.#o.store.since(key, since, this.#replayLimit), users]).then((
         [replay, users],
@@ -321,22 +430,35 @@ export class Chat implements ClientHandler {
         users,
         recovered: replay.complete,
         ...(ref === undefined ? {} : { ref }),
+        done,
       }));
     read.then((event) => hub.send(event), (error) => {
       log.error("Cannot read history for join", { connection: client.id, error: String(error) });
       const failed = ref === undefined
-        ? { type: "join_failed" as const, client, room }
-        : { type: "join_failed" as const, client, room, ref };
+        ? { type: "join_failed" as const, client, room, done }
+        : { type: "join_failed" as const, client, room, ref, done };
       return hub.send(failed);
-    }).catch(() => {}); // the hub closed: shutting down
+    }).catch(done); // the hub closed: shutting down
+    return applied;
   }
 
-  #refresh(client: Client, token: string, ref: string | undefined): void {
+  #leave(client: Client, room: string, ref: string | undefined): void | Promise<void> {
+    if (!client.inRoom(room)) return this.#notMember(client, room, ref);
+    const { promise: applied, resolve } = Promise.withResolvers<void>();
+    const done = () => resolve();
+    const event = ref === undefined
+      ? { type: "leave" as const, client, room, done }
+      : { type: "leave" as const, client, room, ref, done };
+    if (!this.#o.hub.trySend(event)) return this.#overloaded(client, ref);
+    return applied;
+  }
+
+  #refresh(client: Client, token: string, ref: string | undefined): void | Promise<void> {
     const verifier = this.#o.verifier;
     if (verifier === undefined) {
       return this.#error(client, "forbidden", "Cannot refresh: the server is in open mode", ref);
     }
-    verifier.verify(token).then((result) => {
+    return verifier.verify(token).then((result) => {
       if (!result.ok) {
         return this.#error(client, "unauthorized", `Cannot refresh: ${result.message}`, ref);
       }
@@ -365,8 +487,8 @@ export class Chat implements ClientHandler {
     });
   }
 
-  #presence(client: Client, room: string, ref: string | undefined): void {
-    this.#o.presence.users(room).then((users) => {
+  #presence(client: Client, room: string, ref: string | undefined): Promise<void> {
+    return this.#o.presence.users(room).then((users) => {
       const frame: ServerFrame = { type: "presence", room, users, count: users.length };
       this.#reply(client, ref === undefined ? frame : { ...frame, ref });
     }, (error) => {
@@ -375,7 +497,7 @@ export class Chat implements ClientHandler {
     });
   }
 
-  #history(client: Client, frame: Extract<ClientFrame, { type: "history" }>): void {
+  #history(client: Client, frame: Extract<ClientFrame, { type: "history" }>): Promise<void> {
     const conversation = frame.room !== undefined
       ? roomKey(frame.room)
       : directKey(client.user, frame.with!);
@@ -385,7 +507,7 @@ export class Chat implements ClientHandler {
       ...(frame.before === undefined ? {} : { before: frame.before }),
       ...(frame.after === undefined ? {} : { after: frame.after }),
     };
-    this.#o.store.history(query).then((page) => {
+    return this.#o.store.history(query).then((page) => {
       const reply: ServerFrame = frame.room !== undefined
         ? { type: "history", room: frame.room, messages: page.messages, hasMore: page.hasMore }
         : { type: "history", with: frame.with!, messages: page.messages, hasMore: page.hasMore };
@@ -413,4 +535,9 @@ export class Chat implements ClientHandler {
   #reply(client: Client, frame: ServerFrame | (ServerFrame & { ref: string })): void {
     client.enqueue(prepare(frame));
   }
+}
+
+/** True for the frames that only append (and publish): consecutive ones may run together. */
+function isAppend(frame: ClientFrame): boolean {
+  return frame.type === "message" || frame.type === "direct" || frame.type === "legacy";
 }
