@@ -154,7 +154,11 @@ export class ParleyHttp {
       route("GET", "/", () => this.#file("index.html")),
       route(
         "GET",
-        "/:file(app\\.js|style\\.css|favicon\\.svg)",
+        // Every file static/mod.ts lists but the page itself, which is served at "/" only.
+        `/:file(${
+          Object.keys(STATIC_FILES).filter((name) => name !== "index.html")
+            .map((name) => name.replaceAll(".", "\\.")).join("|")
+        })`,
         (_r, _u, m) => this.#file(m.pathname.groups.file!),
       ),
     ];
