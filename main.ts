@@ -20,14 +20,15 @@ import {
 import denoJson from "./deno.json" with { type: "json" };
 import { createVerifier, type Verifier } from "./auth/mod.ts";
 import { type Broker, openBroker } from "./backends/broker/mod.ts";
-import { Chat } from "./chat.ts";
-import { CLOSE_LINGER_MS, CLOSE_WATCHDOG_MS } from "./client.ts";
+import { Chat, type ChatObserver } from "./chat.ts";
+import { type Client, CLOSE_LINGER_MS, CLOSE_WATCHDOG_MS } from "./client.ts";
 import { Flusher } from "./flush.ts";
 import { type Config, parseConfig, summarize } from "./config/mod.ts";
 import { Hub } from "./hub.ts";
 import { Close, FrameParser } from "./message.ts";
 import { Metrics } from "./metrics/mod.ts";
-import type { Presence } from "./backends/presence/mod.ts";
+import { openPresence, type Presence } from "./backends/presence/mod.ts";
+import { PresenceAnnouncer } from "./backends/presence/announcer.ts";
 import { RateLimiter } from "./auth/rate_limit.ts";
 import { ParleyHttp } from "./server.ts";
 import { type MessageStore, openStore } from "./backends/store/mod.ts";
@@ -69,51 +70,35 @@ export interface StartOptions {
   egressPressureBytes?: number;
 }
 
-/** Starts a server from a configuration. */
+/** The pluggable backends, chosen by URL. */
+interface Backends {
+  store: MessageStore;
+  broker: Broker;
+  presence: Presence;
+}
+
+/**
+ * Starts a server from a configuration, in named steps: open the backends, build the delivery
+ * path (hub, chat, HTTP) with its observers, listen, and return the running server with its
+ * shutdown sequence.
+ */
 export async function startParley(config: Config, options: StartOptions = {}): Promise<Parley> {
-  const store = await openStore(config.store, {
-    historyLimit: config.historyLimit,
-    historyDays: config.historyDays,
-    broker: config.broker,
-  });
-  const hubRef: { hub?: Hub } = {};
-  let broker: Broker;
-  try {
-    broker = await openBroker(config.broker, {
-      // Events published while this node's subscription was down never reached it: its clients
-      // must reconnect and resume from the store to close the gap.
-      onGap: () => {
-        log.warning("Broker reconnected; closing clients so they resume", {});
-        hubRef.hub?.closeAll(Close.resync);
-      },
-    });
-  } catch (error) {
-    await store.close();
-    throw error;
-  }
-  let presence: Presence;
-  try {
-    presence = await openPresence(config);
-  } catch (error) {
-    await broker.close();
-    await store.close();
-    throw error;
-  }
+  const backends = await openBackends(config);
+  const { store, broker, presence } = backends;
   let verifier: Verifier | undefined;
-  if (config.jwtSecret !== undefined || config.jwks !== undefined) {
-    verifier = await createVerifier({
-      ...(config.jwtSecret === undefined ? {} : { secret: config.jwtSecret }),
-      ...(config.jwks === undefined ? {} : { jwksFile: config.jwks }),
-      ...(config.jwtIssuer === undefined ? {} : { issuer: config.jwtIssuer }),
-      ...(config.jwtAudience === undefined ? {} : { audience: config.jwtAudience }),
-    });
+  try {
+    verifier = await openVerifier(config);
+  } catch (error) {
+    await closeBackends(backends);
+    throw error;
   }
   const metrics = new Metrics({
     version: VERSION,
-    queueDepth: () => hubRef.hub?.queueDepth ?? 0,
+    queueDepth: () => hub.queueDepth,
     ...(store.writeStats === undefined ? {} : { storeWrites: () => store.writeStats!() }),
   });
-  const hub = hubRef.hub = new Hub({
+  const announcer = new PresenceAnnouncer(presence, broker);
+  const hub = new Hub({
     defaultRoom: config.defaultRoom,
     presenceEventsMax: config.presenceEventsMax,
     ...(options.hubQueueCapacity === undefined ? {} : { queueCapacity: options.hubQueueCapacity }),
@@ -121,33 +106,23 @@ export async function startParley(config: Config, options: StartOptions = {}): P
       metrics.addDeliveries(recipients);
       metrics.observeFanout((performance.now() - started) / 1000);
     },
-    onPresence: (room, user, online) => announce(room, user, online),
+    onPresence: announcer.changed,
   });
-  /** Publishes a presence change when the backend says it is visible cluster-wide. */
-  const announce = (room: string, user: string, online: boolean): Promise<void> =>
-    (online ? presence.join(room, user) : presence.leave(room, user))
-      .then((changed) => {
-        if (changed) {
-          return broker.publish({ type: online ? "user_joined" : "user_left", room, user });
-        }
-      })
-      .catch((error) =>
-        log.warning("Cannot update presence", { room, user, error: String(error) })
-      );
-  // A node that died without a goodbye: one surviving node reports each of its users.
-  presence.onExpired((room, user) => {
-    broker.publish({ type: "user_left", room, user }).catch(() => {});
+  await broker.subscribe(hub.deliver, () => {
+    // Events published while this node's subscription was down never reached it: its clients
+    // reconnect and resume from the store to close the gap.
+    log.warning("Broker reconnected; closing clients so they resume", {});
+    hub.closeAll(Close.resync);
   });
-  await broker.subscribe(hub.deliver);
   const running = (options.holdHub ?? Promise.resolve()).then(() => hub.run());
+  const scheduler = new Flusher(
+    options.egressPressureBytes === undefined ? {} : { pressureBytes: options.egressPressureBytes },
+  );
   const limiter = new RateLimiter({
     rate: config.rate,
     burst: config.burst,
     strikes: config.rateLimitStrikes,
   });
-  const scheduler = new Flusher(
-    options.egressPressureBytes === undefined ? {} : { pressureBytes: options.egressPressureBytes },
-  );
   const chat = new Chat({
     hub,
     store,
@@ -160,18 +135,7 @@ export async function startParley(config: Config, options: StartOptions = {}): P
     outboxMessages: config.outboxMessages,
     admit: (client) => limiter.admit(client),
     overloaded: () => scheduler.overloaded,
-    observer: {
-      opened: (client) => metrics.connectionOpened(client.batching ? "parley.v1" : "plain"),
-      closed: (client, code) =>
-        metrics.connectionClosed(client.batching ? "parley.v1" : "plain", code),
-      frameIn: (type) => metrics.frameIn(type as Parameters<Metrics["frameIn"]>[0]),
-      error: (code) => metrics.error(code),
-      stored: (message, seconds) => {
-        metrics.messageStored(message.type === "message" ? "room" : "direct");
-        metrics.observeStoreAppend(seconds);
-      },
-      rateLimited: () => metrics.rateLimited(),
-    },
+    observer: chatObserver(metrics),
   });
   const http = new ParleyHttp({
     hub,
@@ -195,24 +159,7 @@ export async function startParley(config: Config, options: StartOptions = {}): P
       ...(config.apiKey === undefined ? {} : { apiKey: config.apiKey }),
     },
   });
-  const tls = config.cert !== undefined && config.key !== undefined
-    ? { cert: await Deno.readTextFile(config.cert), key: await Deno.readTextFile(config.key) }
-    : {};
-  const { promise: listening, resolve: onListen } = Promise.withResolvers<Deno.NetAddr>();
-  const server = Deno.serve({
-    hostname: config.host,
-    port: config.port,
-    ...tls,
-    onListen: (addr) => onListen(addr as Deno.NetAddr),
-    onError: (error) => {
-      log.error("Request failed", { error: String(error) });
-      return new Response("Internal error", { status: 500 });
-    },
-  }, http.handle);
-  const addr = await listening;
-  const scheme = config.cert === undefined ? "http" : "https";
-  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
-  const url = new URL(`${scheme}://${host}:${addr.port}/`);
+  const { server, url } = await listen(config, http.handle);
 
   let stopping: Promise<void> | undefined;
   const shutdown = (): Promise<void> => {
@@ -227,10 +174,8 @@ export async function startParley(config: Config, options: StartOptions = {}): P
       scheduler.close();
       await server.shutdown();
       // Say goodbye so other nodes announce this node's users as gone, then release backends.
-      await Promise.all(hub.localPresence().map(({ room, user }) => announce(room, user, false)));
-      await presence.close();
-      await broker.close();
-      await store.close();
+      await announcer.goodbye(hub.localPresence());
+      await closeBackends(backends);
       log.info("Stopped");
     })();
     return stopping;
@@ -239,14 +184,87 @@ export async function startParley(config: Config, options: StartOptions = {}): P
   return { url, hub, http, chat, store, broker, presence, metrics, finished, shutdown };
 }
 
-/** Opens the presence backend: Redis when `--redis` is set, else this process. */
-async function openPresence(config: Config): Promise<Presence> {
-  if (config.redis !== undefined) {
-    const { RedisPresence } = await import("./backends/presence/redis.ts");
-    return await RedisPresence.open({ url: config.redis, ttlSeconds: config.presenceTtl });
+/** Opens the store, the broker and presence by their URLs; on a failure closes what opened. */
+async function openBackends(config: Config): Promise<Backends> {
+  const store = await openStore(config.store, {
+    historyLimit: config.historyLimit,
+    historyDays: config.historyDays,
+    broker: config.broker,
+  });
+  let broker: Broker | undefined;
+  try {
+    broker = await openBroker(config.broker);
+    const presence = await openPresence(config.redis ?? "memory:", {
+      ttlSeconds: config.presenceTtl,
+    });
+    return { store, broker, presence };
+  } catch (error) {
+    await broker?.close();
+    await store.close();
+    throw error;
   }
-  const { MemoryPresence } = await import("./backends/presence/memory.ts");
-  return new MemoryPresence();
+}
+
+/** Releases the backends, presence first (its goodbye may still publish), the store last. */
+async function closeBackends({ store, broker, presence }: Backends): Promise<void> {
+  await presence.close();
+  await broker.close();
+  await store.close();
+}
+
+/** The token verifier in token mode; undefined in open mode (no secret, no key set). */
+async function openVerifier(config: Config): Promise<Verifier | undefined> {
+  if (config.jwtSecret === undefined && config.jwks === undefined) return undefined;
+  return await createVerifier({
+    ...(config.jwtSecret === undefined ? {} : { secret: config.jwtSecret }),
+    ...(config.jwks === undefined ? {} : { jwksFile: config.jwks }),
+    ...(config.jwtIssuer === undefined ? {} : { issuer: config.jwtIssuer }),
+    ...(config.jwtAudience === undefined ? {} : { audience: config.jwtAudience }),
+  });
+}
+
+/** What the chat layer reports, counted in the metrics. */
+function chatObserver(metrics: Metrics): ChatObserver {
+  const protocol = (client: Client) => client.batching ? "parley.v1" : "plain";
+  return {
+    opened: (client) => metrics.connectionOpened(protocol(client)),
+    closed: (client, code) => metrics.connectionClosed(protocol(client), code),
+    frameIn: (type) => metrics.frameIn(type as Parameters<Metrics["frameIn"]>[0]),
+    error: (code) => metrics.error(code),
+    stored: (message, seconds) => {
+      metrics.messageStored(message.type === "message" ? "room" : "direct");
+      metrics.observeStoreAppend(seconds);
+    },
+    rateLimited: () => metrics.rateLimited(),
+  };
+}
+
+/** Serves `handler` where the configuration says (TLS when a certificate is set). */
+async function listen(
+  config: Config,
+  handler: Deno.ServeHandler<Deno.NetAddr>,
+): Promise<{ server: Deno.HttpServer<Deno.NetAddr>; url: URL }> {
+  const tls = config.cert !== undefined && config.key !== undefined
+    ? { cert: await Deno.readTextFile(config.cert), key: await Deno.readTextFile(config.key) }
+    : {};
+  const { promise: listening, resolve: onListen } = Promise.withResolvers<Deno.NetAddr>();
+  const server = Deno.serve({
+    hostname: config.host,
+    port: config.port,
+    ...tls,
+    onListen,
+    onError: (error) => {
+      log.error("Request failed", { error: String(error) });
+      return Response.json(
+        { error: { code: "internal", message: "Cannot handle request: internal error" } },
+        { status: 500 },
+      );
+    },
+  }, handler);
+  const addr = await listening;
+  const scheme = config.cert === undefined ? "http" : "https";
+  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+  return { server, url: new URL(`${scheme}://${host}:${addr.port}/`) };
 }
 
 /** Polls `done` every few milliseconds until it holds or `ms` pass. */

@@ -28,6 +28,10 @@ export type BrokerEvent = ChatMessage | TypingEvent | PresenceEvent;
 /** Receives the broker's events on one node; the returned promise is awaited before the next. */
 export type BrokerListener = (event: BrokerEvent) => void | Promise<void>;
 
+/** Told that events may have been missed (the transport reconnected after an outage): the
+ * node's clients should reconnect and resume from the store. Only clustered backends call it. */
+export type GapListener = () => void;
+
 /**
  * Fan-out between nodes.
  *
@@ -44,30 +48,23 @@ export type BrokerListener = (event: BrokerEvent) => void | Promise<void>;
 export interface Broker {
   /** Sends an event to every node. */
   publish(event: BrokerEvent): Promise<void>;
-  /** Registers this node's listener (the hub); call once. */
-  subscribe(listener: BrokerListener): Promise<void>;
+  /** Registers this node's listener (the hub) and who to tell about gaps; call once. */
+  subscribe(listener: BrokerListener, onGap?: GapListener): Promise<void>;
   /** Resolves when the transport answers; rejects with the reason when it does not. */
   ping(): Promise<void>;
   /** Stops delivery and releases the transport. */
   close(): Promise<void>;
 }
 
-/** Options of {@link openBroker}. */
-export interface OpenBrokerOptions {
-  /** Redis: called when the subscriber reconnected after an outage. Events published meanwhile
-   * never reached this node, so its clients should reconnect and resume from the store. */
-  onGap?: () => void;
-}
-
 /** Opens the broker named by a URL: `memory:`, or `redis://…`/`rediss://…` for a cluster. */
-export async function openBroker(url: string, options: OpenBrokerOptions = {}): Promise<Broker> {
+export async function openBroker(url: string): Promise<Broker> {
   if (url === "memory:" || url === "memory") {
     const { MemoryBroker } = await import("./memory.ts");
     return new MemoryBroker();
   }
   if (url.startsWith("redis://") || url.startsWith("rediss://")) {
     const { RedisBroker } = await import("./redis.ts");
-    return RedisBroker.open(url, options);
+    return RedisBroker.open(url);
   }
   throw new Error(`Cannot open broker: unsupported URL ${JSON.stringify(url)}`);
 }

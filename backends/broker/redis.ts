@@ -14,12 +14,12 @@
  * - `publish` and `ping` reject while either connection is down: senders get `overloaded`, no
  *   ack is sent for a message that was not delivered, and `/readyz` reports 503.
  * - Both connections reconnect with backoff; node-redis subscribes again on reconnect. Pub/sub
- *   does not replay what was published during the outage, so {@link RedisBrokerOptions.onGap}
- *   tells the node, which makes its clients resume from the store.
+ *   does not replay what was published during the outage, so the gap listener given to
+ *   `subscribe` is told, and the node makes its clients resume from the store.
  * - After `close`, `publish` rejects and the listener is never called again.
  */
 import { getLogger } from "@logtape/logtape";
-import type { Broker, BrokerEvent, BrokerListener } from "./mod.ts";
+import type { Broker, BrokerEvent, BrokerListener, GapListener } from "./mod.ts";
 import { connectRedis, DEFAULT_REDIS_PREFIX, eventsChannel, type RedisClient } from "../redis.ts";
 
 /** Deliveries waiting for the listener before the broker logs that this node falls behind. */
@@ -31,9 +31,6 @@ const log = getLogger(["parley", "broker"]);
 export interface RedisBrokerOptions {
   /** Prefix of the channel name; every node of a cluster must use the same. */
   prefix?: string;
-  /** Called when the subscriber connection came back after an outage: events published in
-   * between never reached this node, so its clients should resume from the store. */
-  onGap?: () => void;
 }
 
 /** Carries events between nodes through Redis pub/sub. */
@@ -41,7 +38,7 @@ export class RedisBroker implements Broker {
   readonly #publisher: RedisClient;
   readonly #subscriber: RedisClient;
   readonly #channel: string;
-  readonly #onGap: (() => void) | undefined;
+  #onGap: GapListener | undefined;
   #listener: BrokerListener | undefined;
   /** Settles when the last queued delivery was handed to the listener. */
   #deliveries: Promise<void> = Promise.resolve();
@@ -57,7 +54,6 @@ export class RedisBroker implements Broker {
     this.#publisher = publisher;
     this.#subscriber = subscriber;
     this.#channel = eventsChannel(options.prefix ?? DEFAULT_REDIS_PREFIX);
-    this.#onGap = options.onGap;
     let lost = false;
     subscriber.on("error", () => lost = this.#subscribed);
     subscriber.on("ready", () => {
@@ -97,10 +93,11 @@ export class RedisBroker implements Broker {
     );
   }
 
-  async subscribe(listener: BrokerListener): Promise<void> {
+  async subscribe(listener: BrokerListener, onGap?: GapListener): Promise<void> {
     if (this.#closed) throw new Error("Cannot subscribe: broker is closed");
     if (this.#listener !== undefined) throw new Error("Cannot subscribe: already subscribed");
     this.#listener = listener;
+    this.#onGap = onGap;
     await this.#subscriber.subscribe(this.#channel, (text: string) => this.#receive(text));
     this.#subscribed = true;
   }

@@ -51,12 +51,12 @@ async function eventually(what: string, check: () => Promise<boolean>): Promise<
 Deno.test("RedisBroker rejects while Redis is down, then resubscribes and reports the gap", async () => {
   const flaky = await RedisServer.start();
   let gaps = 0;
-  const broker = await RedisBroker.open(flaky.url, { onGap: () => gaps++ });
+  const broker = await RedisBroker.open(flaky.url);
   const received: BrokerEvent[] = [];
   try {
     await broker.subscribe((event) => {
       received.push(event);
-    });
+    }, () => gaps++);
     await broker.publish({ type: "typing", room: "lobby", user: "before" });
     await eventually("the first event arrives", () => Promise.resolve(received.length === 1));
 
