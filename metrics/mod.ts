@@ -5,7 +5,8 @@
  *
  * Invariants:
  * - Recording is cheap and never throws: the hot-path methods only add to plain numbers held
- *   here (a few nanoseconds), and prom-client reads them through `collect` hooks at scrape time.
+ *   here or in a {@link FastHistogram} (a few nanoseconds), and prom-client reads them through
+ *   `collect` hooks and the histograms' `get()` at scrape time.
  *   prom-client's own `inc()` on a labelled child costs about 130 ns because it hashes and
  *   validates its labels on every call; its `Histogram.observe()` costs the same.
  * - Label values are closed sets fixed at construction (frame types, error codes, close codes,
@@ -15,7 +16,7 @@
  *   metrics are never collected: under Deno they read zero.
  * - One thread records and scrapes (the server's event loop), so no read-modify-write races.
  */
-import { Counter, Gauge, type Metric, Registry } from "prom-client";
+import { Counter, Gauge, Registry } from "prom-client";
 import type { StoreWriteStats } from "../backends/store/mod.ts";
 import {
   CLIENT_FRAME_TYPES,
@@ -23,6 +24,7 @@ import {
   ERROR_CODES as ALL_ERROR_CODES,
   type ErrorCode,
 } from "../message.ts";
+import { FastHistogram } from "./fast_histogram.ts";
 
 /** Upper bounds of `parley_batch_events`, in events per outbound frame. */
 export const BATCH_EVENTS_BUCKETS: readonly number[] = [1, 2, 4, 8, 16, 32, 64];
@@ -117,86 +119,6 @@ function slots<L extends string>(labels: readonly L[]): Map<L, Slot> {
 }
 
 /**
- * A histogram that records into a plain array and is exported in the shape prom-client's
- * `Registry` reads from its own histograms (`get()` → `{name, help, type, values}`).
- * `observe()` is a short linear scan over the bounds with no allocation.
- */
-class _FastHistogram {
-  readonly name: string;
-  readonly help: string;
-  readonly type = "histogram";
-  readonly aggregator = "sum";
-  readonly #bounds: readonly number[];
-  // counts[i] is the number of observations in (bounds[i-1], bounds[i]]; the last is +Inf.
-  #counts: Float64Array;
-  #sum = 0;
-  #count = 0;
-
-  constructor(name: string, help: string, bounds: readonly number[]) {
-    for (let i = 1; i < bounds.length; i++) {
-      if (!(bounds[i]! > bounds[i - 1]!)) {
-        throw new RangeError(`Cannot create histogram "${name}": buckets must increase`);
-      }
-    }
-    this.name = name;
-    this.help = help;
-    this.#bounds = bounds;
-    this.#counts = new Float64Array(bounds.length + 1);
-  }
-
-  observe(value: number): void {
-    // A NaN or negative value is a caller's bug; dropping it keeps the metric from throwing
-    // inside the fan-out and keeps `_sum` meaningful.
-    if (!(value >= 0)) return;
-    const bounds = this.#bounds;
-    let i = 0;
-    while (i < bounds.length && value > bounds[i]!) i++;
-    this.#counts[i]!++;
-    this.#sum += value;
-    this.#count++;
-  }
-
-  get(): Promise<
-    {
-      name: string;
-      help: string;
-      type: string;
-      aggregator: string;
-      values: { metricName: string; labels: Record<string, string | number>; value: number }[];
-    }
-  > {
-    const values = [];
-    let cumulative = 0;
-    for (let i = 0; i < this.#bounds.length; i++) {
-      cumulative += this.#counts[i]!;
-      values.push({
-        metricName: `${this.name}_bucket`,
-        labels: { le: this.#bounds[i]! },
-        value: cumulative,
-      });
-    }
-    values.push(
-      { metricName: `${this.name}_bucket`, labels: { le: "+Inf" }, value: this.#count },
-      { metricName: `${this.name}_sum`, labels: {}, value: this.#sum },
-      { metricName: `${this.name}_count`, labels: {}, value: this.#count },
-    );
-    return Promise.resolve({
-      name: this.name,
-      help: this.help,
-      type: this.type,
-      aggregator: this.aggregator,
-      values,
-    });
-  }
-
-  reset(): void {
-    this.#counts = new Float64Array(this.#bounds.length + 1);
-    this.#sum = 0;
-    this.#count = 0;
-  }
-}
-
-/**
  * Registers a counter whose values are copied from `totals` at every scrape. `labelName` is
  * omitted for an unlabelled counter, whose single total is under the key `""`.
  */
@@ -251,10 +173,10 @@ export class Metrics {
   readonly #slowConsumers = { value: 0 };
   readonly #errors = slots(ERROR_CODES);
   readonly #rateLimited = { value: 0 };
-  readonly #batchEvents: _FastHistogram;
-  readonly #outboxBytes: _FastHistogram;
-  readonly #storeAppend: _FastHistogram;
-  readonly #fanout: _FastHistogram;
+  readonly #batchEvents: FastHistogram;
+  readonly #outboxBytes: FastHistogram;
+  readonly #storeAppend: FastHistogram;
+  readonly #fanout: FastHistogram;
 
   /** Creates the registry and every metric in it, each series at 0. */
   constructor(options: MetricsOptions) {
@@ -368,22 +290,26 @@ export class Metrics {
       });
     }
 
-    this.#batchEvents = this.#histogram(
+    this.#batchEvents = FastHistogram.register(
+      registry,
       "parley_batch_events",
       "Events per frame sent to a client.",
       BATCH_EVENTS_BUCKETS,
     );
-    this.#outboxBytes = this.#histogram(
+    this.#outboxBytes = FastHistogram.register(
+      registry,
       "parley_outbox_bytes",
       "Bytes queued in a client's outbox when its write loop flushes.",
       OUTBOX_BYTES_BUCKETS,
     );
-    this.#storeAppend = this.#histogram(
+    this.#storeAppend = FastHistogram.register(
+      registry,
       "parley_store_append_seconds",
       "Time to append one message to the store, in seconds.",
       LATENCY_BUCKETS_S,
     );
-    this.#fanout = this.#histogram(
+    this.#fanout = FastHistogram.register(
+      registry,
       "parley_fanout_seconds",
       "Time for the hub to fan one event out to local clients, in seconds.",
       LATENCY_BUCKETS_S,
@@ -493,13 +419,5 @@ export class Metrics {
   /** Returns every metric in the Prometheus text exposition format, read as of now. */
   text(): Promise<string> {
     return this.registry.metrics();
-  }
-
-  #histogram(name: string, help: string, bounds: readonly number[]): _FastHistogram {
-    const histogram = new _FastHistogram(name, help, bounds);
-    // The registry reads any object with prom-client's metric shape; its type only names its
-    // own classes, hence the cast.
-    this.registry.registerMetric(histogram as unknown as Metric);
-    return histogram;
   }
 }

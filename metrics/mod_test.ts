@@ -1,5 +1,5 @@
 /**
- * Tests for `metrics.ts`: every metric moves and shows in the exposition text under its name and
+ * Tests for `mod.ts`: every metric moves and shows in the exposition text under its name and
  * labels, instances are independent, and the text parses as the Prometheus text format.
  */
 import assert from "node:assert/strict";
