@@ -1,5 +1,6 @@
 /**
- * HTTP: the route table and the WebSocket upgrade.
+ * HTTP: the route table and the WebSocket upgrade; the other routes' answers are `Api`'s
+ * (http/api.ts).
  *
  * The upgrade handler does every check that can fail (method, headers, origin, limits, identity,
  * subprotocol) before it calls `Deno.upgradeWebSocket`, and between that call and returning its
@@ -22,25 +23,16 @@ import {
 } from "./client.ts";
 import type { FlushScheduler } from "./flush.ts";
 import type { Hub } from "./hub.ts";
-import {
-  DEFAULT_HISTORY_LIMIT,
-  type ErrorCode,
-  MAX_HISTORY_LIMIT,
-  MAX_REF_CHARS,
-  MAX_USER_CHARS,
-  ROOM_NAME,
-  roomKey,
-  SUBPROTOCOL,
-  validUserName,
-} from "./message.ts";
+import { Api, error, json, type MetricsPage } from "./http/api.ts";
+import { MAX_USER_CHARS, SUBPROTOCOL, validUserName } from "./message.ts";
 import type { Presence } from "./backends/presence/mod.ts";
 import type { MessageStore } from "./backends/store/mod.ts";
 import { STATIC_FILES } from "./static/mod.ts";
 
+export type { MetricsPage };
+
 /** Seconds a client is told to wait after a 503/429 for connection limits. */
 export const RETRY_AFTER_S = 5;
-/** Largest accepted body of `POST /api/rooms/{room}/messages`, in bytes. */
-export const MAX_API_BODY_BYTES = 64 * 1024;
 /**
  * Letters of a guest name after `guest-`: digits and lower-case letters without 0, 1, l and o,
  * which read alike. 32 of them, so one random byte masked to 5 bits picks one without bias.
@@ -54,12 +46,6 @@ const GUEST_ALPHABET = "23456789abcdefghijkmnpqrstuvwxyz";
 const GUEST_NAME_CHARS = 12;
 
 const log = getLogger(["parley", "http"]);
-
-/** Renders the metrics page. */
-export interface MetricsPage {
-  readonly contentType: string;
-  text(): Promise<string>;
-}
 
 /** Settings of the HTTP layer, from the server configuration. */
 export interface ServerOptions {
@@ -127,6 +113,7 @@ export class ParleyHttp {
       opening: new OpeningWatch(),
       ...(deps.flushObserver === undefined ? {} : { observer: deps.flushObserver }),
     };
+    const api = new Api(deps, () => this.#draining);
     const chat = deps.chat;
     // Wrap the chat handler so connection counts are released exactly once per client.
     this.#handler = {
@@ -146,12 +133,12 @@ export class ParleyHttp {
     this.#routes = [
       route("GET", "/ws", (req, url, _m, info) => this.#upgrade(req, url, info)),
       route("GET", "/healthz", () => json(200, { status: "ok" })),
-      route("GET", "/readyz", () => this.#ready()),
-      route("GET", "/metrics", () => this.#metrics()),
-      route("GET", "/api/rooms/:room/messages", (req, url, m) => this.#history(req, url, m)),
-      route("GET", "/api/rooms/:room/presence", (req, _u, m) => this.#presence(req, m)),
-      route("POST", "/api/rooms/:room/messages", (req, _u, m) => this.#post(req, m)),
-      route("GET", "/", () => this.#file("index.html")),
+      route("GET", "/readyz", () => api.ready()),
+      route("GET", "/metrics", () => api.metrics()),
+      route("GET", "/api/rooms/:room/messages", (req, url, m) => api.history(req, url, m)),
+      route("GET", "/api/rooms/:room/presence", (req, _u, m) => api.presence(req, m)),
+      route("POST", "/api/rooms/:room/messages", (req, _u, m) => api.post(req, m)),
+      route("GET", "/", () => api.file("index.html")),
       route(
         "GET",
         // Every file static/mod.ts lists but the page itself, which is served at "/" only.
@@ -159,7 +146,7 @@ export class ParleyHttp {
           Object.keys(STATIC_FILES).filter((name) => name !== "index.html")
             .map((name) => name.replaceAll(".", "\\.")).join("|")
         })`,
-        (_r, _u, m) => this.#file(m.pathname.groups.file!),
+        (_r, _u, m) => api.file(m.pathname.groups.file!),
       ),
     ];
   }
@@ -327,192 +314,6 @@ export class ParleyHttp {
     if (left > 0) this.#perIp.set(remote, left);
     else this.#perIp.delete(remote);
   }
-
-  async #ready(): Promise<Response> {
-    const checks = await Promise.allSettled([
-      this.#deps.store.ping(),
-      this.#deps.broker.ping(),
-      this.#deps.presence.ping(),
-    ]);
-    const [store, broker, presence] = checks;
-    if (this.#draining) return json(503, { status: "unavailable", reason: "shutting down" });
-    if (store?.status === "rejected") {
-      return json(503, { status: "unavailable", reason: `store: ${String(store.reason)}` });
-    }
-    if (broker?.status === "rejected") {
-      return json(503, { status: "unavailable", reason: `broker: ${String(broker.reason)}` });
-    }
-    if (presence?.status === "rejected") {
-      return json(503, { status: "unavailable", reason: `presence: ${String(presence.reason)}` });
-    }
-    return json(200, { status: "ready" });
-  }
-
-  async #metrics(): Promise<Response> {
-    const metrics = this.#deps.metrics;
-    if (metrics === undefined) return json(404, error("not_found", "Metrics disabled"));
-    return new Response(await metrics.text(), { headers: { "content-type": metrics.contentType } });
-  }
-
-  async #authorizeRead(req: Request): Promise<Response | undefined> {
-    const verifier = this.#deps.verifier;
-    if (verifier === undefined) return undefined;
-    const token = bearer(req);
-    const apiKey = this.#deps.options.apiKey;
-    if (token !== undefined && apiKey !== undefined && constantTimeEqual(token, apiKey)) {
-      return undefined;
-    }
-    if (token === undefined) {
-      return json(401, error("unauthorized", "Missing token", "missing_token"));
-    }
-    const result = await verifier.verify(token);
-    return result.ok ? undefined : json(401, error("unauthorized", result.message, result.reason));
-  }
-
-  async #history(req: Request, url: URL, match: URLPatternResult): Promise<Response> {
-    const room = roomOf(match);
-    if (room === undefined) return json(400, error("invalid_message", "Invalid room name"));
-    const denied = await this.#authorizeRead(req);
-    if (denied !== undefined) return denied;
-    const params = url.searchParams;
-    const before = idParam(params.get("before"));
-    const after = idParam(params.get("after"));
-    const limit = params.get("limit") === null
-      ? DEFAULT_HISTORY_LIMIT
-      : idParam(params.get("limit"));
-    if (before === null || after === null || limit === null) {
-      return json(400, error("invalid_message", "before, after and limit must be integers"));
-    }
-    if (before !== undefined && after !== undefined) {
-      return json(400, error("invalid_message", "Give at most one of before and after"));
-    }
-    if (limit === undefined || limit < 1 || limit > MAX_HISTORY_LIMIT) {
-      return json(400, error("invalid_message", `limit must be from 1 to ${MAX_HISTORY_LIMIT}`));
-    }
-    const page = await this.#deps.store.history({
-      conversation: roomKey(room),
-      limit,
-      ...(before === undefined ? {} : { before }),
-      ...(after === undefined ? {} : { after }),
-    });
-    return json(200, { room, messages: page.messages, hasMore: page.hasMore });
-  }
-
-  async #presence(req: Request, match: URLPatternResult): Promise<Response> {
-    const room = roomOf(match);
-    if (room === undefined) return json(400, error("invalid_message", "Invalid room name"));
-    const denied = await this.#authorizeRead(req);
-    if (denied !== undefined) return denied;
-    const users = await this.#deps.presence.users(room);
-    return json(200, { room, users, count: users.length });
-  }
-
-  async #post(req: Request, match: URLPatternResult): Promise<Response> {
-    const apiKey = this.#deps.options.apiKey;
-    if (apiKey === undefined) return json(404, error("not_found", "Publishing is disabled"));
-    const token = bearer(req);
-    if (token === undefined || !constantTimeEqual(token, apiKey)) {
-      return json(401, error("unauthorized", "Invalid API key"));
-    }
-    const room = roomOf(match);
-    if (room === undefined) return json(400, error("invalid_message", "Invalid room name"));
-    const text = await req.text();
-    if (text.length > MAX_API_BODY_BYTES) {
-      return json(413, error("too_large", "Body too large"));
-    }
-    let body: unknown;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      return json(400, error("invalid_json", "Body is not valid JSON"));
-    }
-    const { content, sender, ref } = (typeof body === "object" && body !== null ? body : {}) as {
-      content?: unknown;
-      sender?: unknown;
-      ref?: unknown;
-    };
-    const max = this.#deps.options.maxContentChars;
-    if (typeof content !== "string" || content.length === 0 || content.length > max) {
-      return json(400, error("invalid_message", `content must be 1 to ${max} characters`));
-    }
-    if (typeof sender !== "string" || !validUserName(sender)) {
-      return json(400, error("invalid_message", "sender must be a valid user name"));
-    }
-    if (
-      ref !== undefined &&
-      (typeof ref !== "string" || ref.length === 0 || ref.length > MAX_REF_CHARS)
-    ) {
-      return json(400, error("invalid_message", `ref must be 1 to ${MAX_REF_CHARS} characters`));
-    }
-    try {
-      const message = await this.#deps.chat.publish({
-        draft: { type: "message", room, sender, content },
-        user: sender,
-        ...(ref === undefined ? {} : { ref }),
-      });
-      return json(201, message);
-    } catch (err) {
-      log.error("Cannot publish from API", { error: String(err) });
-      return json(503, error("overloaded", "Storage or broker unavailable"));
-    }
-  }
-
-  #file(name: string): Response {
-    const body = STATIC_FILES[name];
-    if (body === undefined) return json(404, error("not_found", `No file ${name}`));
-    return new Response(body, {
-      headers: {
-        "content-type": CONTENT_TYPES[name.slice(name.lastIndexOf("."))] ??
-          "application/octet-stream",
-        "cache-control": "no-cache",
-        "x-content-type-options": "nosniff",
-        "content-security-policy":
-          "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'",
-      },
-    });
-  }
-}
-
-const CONTENT_TYPES: Record<string, string> = {
-  ".html": "text/html; charset=utf-8",
-  ".js": "text/javascript; charset=utf-8",
-  ".css": "text/css; charset=utf-8",
-  ".svg": "image/svg+xml",
-  ".png": "image/png",
-};
-
-function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {
-  return new Response(JSON.stringify(body), {
-    status,
-    headers: { "content-type": "application/json; charset=utf-8", ...headers },
-  });
-}
-
-function error(code: ErrorCode, message: string, reason?: string) {
-  return { error: reason === undefined ? { code, message } : { code, message, reason } };
-}
-
-function bearer(req: Request): string | undefined {
-  const header = req.headers.get("authorization");
-  const match = header === null ? null : /^Bearer\s+(\S+)$/i.exec(header);
-  return match?.[1];
-}
-
-function roomOf(match: URLPatternResult): string | undefined {
-  let room: string;
-  try {
-    room = decodeURIComponent(match.pathname.groups.room ?? "");
-  } catch {
-    return undefined;
-  }
-  return ROOM_NAME.test(room) ? room : undefined;
-}
-
-/** Parses an optional non-negative integer query parameter; null when malformed. */
-function idParam(value: string | null): number | undefined | null {
-  if (value === null || value === "") return undefined;
-  if (!/^\d{1,15}$/.test(value)) return null;
-  return Number(value);
 }
 
 /** A connection id: 72 random bits as 12 base64url characters, short enough to stay compact. */
@@ -530,12 +331,4 @@ function guestName(): string {
 function remoteAddress(info: Deno.ServeHandlerInfo): string {
   const addr = info.remoteAddr as Deno.NetAddr | Deno.UnixAddr;
   return "hostname" in addr ? addr.hostname : "unix";
-}
-
-function constantTimeEqual(a: string, b: string): boolean {
-  const x = new TextEncoder().encode(a);
-  const y = new TextEncoder().encode(b);
-  let diff = x.length ^ y.length;
-  for (let i = 0; i < Math.max(x.length, y.length); i++) diff |= (x[i] ?? 0) ^ (y[i] ?? 0);
-  return diff === 0;
 }
