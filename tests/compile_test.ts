@@ -12,7 +12,7 @@
  */
 import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
-import { START_PERMISSIONS, TestSocket } from "./helpers/server.ts";
+import { START_PERMISSIONS, TestSocket, textChunks } from "./helpers/server.ts";
 import {
   compileArgs,
   DEFAULT_OUTPUT,
@@ -321,8 +321,7 @@ async function exerciseBinary(binary: string, cwd: string): Promise<void> {
   }).spawn();
   let output = "";
   const collect = async (stream: ReadableStream<Uint8Array>) => {
-    const decoder = new TextDecoder();
-    for await (const chunk of stream) output += decoder.decode(chunk, { stream: true });
+    for await (const text of textChunks(stream)) output += text;
   };
   const collecting = Promise.all([collect(child.stdout), collect(child.stderr)]);
   let stopped = false;

@@ -20,7 +20,13 @@ import * as jose from "jose";
 import { ENV_VARS } from "../config/mod.ts";
 import { compileArgs, type DenoConfig, permissionFlags } from "../deploy/compile.ts";
 import { RedisServer } from "./helpers/redis_server.ts";
-import { rawUpgrade, spawnServer, START_PERMISSIONS, TestSocket } from "./helpers/server.ts";
+import {
+  rawUpgrade,
+  spawnServer,
+  START_PERMISSIONS,
+  TestSocket,
+  textChunks,
+} from "./helpers/server.ts";
 import { selfSignedCert, tlsWebSocket } from "./helpers/tls.ts";
 
 const sanitized = { sanitizeOps: true, sanitizeResources: true, sanitizeExit: true };
@@ -226,8 +232,7 @@ test("deno task start prints a short task line and serves until SIGTERM", async 
   }).spawn();
   let output = "";
   const collect = async (stream: ReadableStream<Uint8Array>) => {
-    const decoder = new TextDecoder();
-    for await (const chunk of stream) output += decoder.decode(chunk, { stream: true });
+    for await (const text of textChunks(stream)) output += text;
   };
   const collecting = Promise.all([collect(child.stdout), collect(child.stderr)]);
   let stopped = false;
