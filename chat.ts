@@ -16,14 +16,15 @@
  *   promise when its effect completes later (stored and published, applied by the hub, answered);
  *   the connection's later frames wait for it, except that consecutive `message`/`direct` frames
  *   run together (the store resolves appends in call order, so their ids and publishes keep the
- *   order). Only connections with such work in flight have a {@link Backlog}; the frames waiting
- *   in it are bounded by {@link MAX_QUEUED_FRAMES} and {@link MAX_QUEUED_BYTES}, and dropped
- *   when the connection closes.
+ *   order). {@link FrameOrder} (http/frame_order.ts) keeps that order; only connections with
+ *   work in flight have state there, bounded by {@link MAX_QUEUED_FRAMES} and
+ *   {@link MAX_QUEUED_BYTES}, and dropped when the connection closes.
  */
 import { getLogger } from "@logtape/logtape";
 import type { Verifier } from "./auth/mod.ts";
 import type { Broker } from "./backends/broker/mod.ts";
 import type { Client, ClientHandler } from "./client.ts";
+import { FrameOrder, MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES } from "./http/frame_order.ts";
 import type { Hub } from "./hub.ts";
 import {
   type ChatMessage,
@@ -38,23 +39,16 @@ import {
   prepare,
   roomKey,
   type ServerFrame,
-  utf8Bytes,
 } from "./message.ts";
 import type { Presence } from "./backends/presence/mod.ts";
 import type { AppendInput, MessageStore } from "./backends/store/mod.ts";
 
+export { MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES };
+
 /** Most appends in flight on one node before new sends are answered `overloaded`. */
 export const MAX_PENDING_APPENDS = 10_000;
-/** Most frames of one connection waiting for an earlier frame's effect before its further
- * frames are answered `overloaded`; the rate limit (`--burst`, 20) normally keeps it far below.
- * Appends running together do not wait: MAX_PENDING_APPENDS bounds them. */
-export const MAX_QUEUED_FRAMES = 256;
-/** Most UTF-8 bytes of those waiting frames, in bytes: four frames of the default
- * `--max-frame-bytes` (64 KiB). */
-export const MAX_QUEUED_BYTES = 256 * 1024;
 /** Upper bound on messages replayed by one `join … since`; also capped at half the outbox. */
 export const MAX_REPLAY = 5_000;
-/** Default page size of `history`. */
 
 const log = getLogger(["parley", "chat"]);
 const connectionLog = getLogger(["parley", "connection"]);
@@ -91,34 +85,27 @@ export interface ChatOptions {
   overloaded?: () => boolean;
 }
 
-/**
- * The frames of one connection whose effect is not complete: those running and those waiting
- * for them, in the order received. Running frames are one frame of any type, or any number of
- * consecutive `message`/`direct` frames.
- */
-interface Backlog {
-  /** Frames started whose effect is not complete yet. */
-  running: number;
-  /** True while every running frame is an append: one more may start beside them. */
-  appending: boolean;
-  /** Frames waiting for the running ones, oldest first. */
-  readonly waiting: { frame: ClientFrame; bytes: number }[];
-  /** UTF-8 bytes of the waiting frames. */
-  bytes: number;
-}
-
 /** Handles the frames of every connection of one server. */
 export class Chat implements ClientHandler {
   readonly #o: ChatOptions;
   readonly #replayLimit: number;
   #pendingAppends = 0;
-  /** Only connections with a frame in flight have an entry; idle ones cost nothing here. */
-  readonly #backlogs = new Map<Client, Backlog>();
+  readonly #order: FrameOrder;
 
   /** Creates the handler; it holds references only. */
   constructor(options: ChatOptions) {
     this.#o = options;
     this.#replayLimit = Math.max(1, Math.min(MAX_REPLAY, Math.floor(options.outboxMessages / 2)));
+    this.#order = new FrameOrder(
+      (client, frame) => this.#run(client, frame),
+      (client, frame) =>
+        this.#error(
+          client,
+          "overloaded",
+          "Cannot accept frame: too many frames in flight on this connection, retry later",
+          frame.ref,
+        ),
+    );
   }
 
   /** Appends in flight, for readiness and tests. */
@@ -128,7 +115,7 @@ export class Chat implements ClientHandler {
 
   /** Connections with frames in flight, for tests: 0 once every connection is idle. */
   get busyConnections(): number {
-    return this.#backlogs.size;
+    return this.#order.busy;
   }
 
   opened(client: Client): void {
@@ -160,7 +147,7 @@ export class Chat implements ClientHandler {
       return;
     }
     // Its waiting frames are dropped; running ones finish, and their answers go nowhere.
-    this.#backlogs.delete(client);
+    this.#order.forget(client);
     // Must reach the hub even when its queue is busy; rejected only once the hub has closed.
     this.#o.hub.send({ type: "unregister", client }).catch(() => {});
     this.#o.observer?.closed?.(client, code);
@@ -209,33 +196,7 @@ export class Chat implements ClientHandler {
       this.#error(client, "rate_limited", "Cannot accept frame: rate limit exceeded", frame.ref);
       return;
     }
-    const backlog = this.#backlogs.get(client);
-    if (backlog === undefined) {
-      // The common case: nothing in flight, so the frame runs now.
-      const running = this.#run(client, frame);
-      if (running === undefined) return;
-      const started: Backlog = { running: 1, appending: isAppend(frame), waiting: [], bytes: 0 };
-      this.#backlogs.set(client, started);
-      this.#track(client, started, running);
-      return;
-    }
-    if (backlog.waiting.length === 0 && backlog.appending && isAppend(frame)) {
-      return this.#start(client, backlog, frame);
-    }
-    const bytes = utf8Bytes(text);
-    if (
-      backlog.waiting.length >= MAX_QUEUED_FRAMES || backlog.bytes + bytes > MAX_QUEUED_BYTES
-    ) {
-      this.#error(
-        client,
-        "overloaded",
-        "Cannot accept frame: too many frames in flight on this connection, retry later",
-        frame.ref,
-      );
-      return;
-    }
-    backlog.waiting.push({ frame, bytes });
-    backlog.bytes += bytes;
+    this.#order.submit(client, frame, text);
   }
 
   /** Runs a frame now; returns a promise when its effect completes later. Never rejects. */
@@ -250,36 +211,6 @@ export class Chat implements ClientHandler {
       failed(error);
       return undefined;
     }
-  }
-
-  /** Starts a frame of a connection that has a backlog, beside the frames running in it. */
-  #start(client: Client, backlog: Backlog, frame: ClientFrame): void {
-    const running = this.#run(client, frame);
-    if (running === undefined) return;
-    if (backlog.running === 0) backlog.appending = isAppend(frame);
-    backlog.running++;
-    this.#track(client, backlog, running);
-  }
-
-  #track(client: Client, backlog: Backlog, running: Promise<void>): void {
-    running.then(() => {
-      backlog.running--;
-      if (this.#backlogs.get(client) === backlog) this.#drain(client, backlog);
-    });
-  }
-
-  /** Starts the waiting frames that may run now; forgets the backlog once nothing is left. */
-  #drain(client: Client, backlog: Backlog): void {
-    while (backlog.waiting.length > 0) {
-      const next = backlog.waiting[0]!;
-      if (backlog.running > 0 && !(backlog.appending && isAppend(next.frame))) return;
-      backlog.waiting.shift();
-      backlog.bytes -= next.bytes;
-      this.#start(client, backlog, next.frame);
-      // A frame may close its own connection (an outbox overflow); the rest are dropped.
-      if (this.#backlogs.get(client) !== backlog) return;
-    }
-    if (backlog.running === 0) this.#backlogs.delete(client);
   }
 
   /**
@@ -535,9 +466,4 @@ export class Chat implements ClientHandler {
   #reply(client: Client, frame: ServerFrame | (ServerFrame & { ref: string })): void {
     client.enqueue(prepare(frame));
   }
-}
-
-/** True for the frames that only append (and publish): consecutive ones may run together. */
-function isAppend(frame: ClientFrame): boolean {
-  return frame.type === "message" || frame.type === "direct" || frame.type === "legacy";
 }
