@@ -19,7 +19,7 @@ import { type Event, eventually, startTestServer, TestSocket } from "./tests/hel
 import { fakeClient } from "./tests/helpers/fakes.ts";
 import { MemoryBroker } from "./backends/broker/memory.ts";
 import { Chat } from "./chat.ts";
-import { OpeningWatch } from "./client.ts";
+import { OpeningWatch } from "./server.ts";
 import { Hub } from "./hub.ts";
 import { FrameParser } from "./message.ts";
 import { MemoryPresence } from "./backends/presence/memory.ts";

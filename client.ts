@@ -42,10 +42,6 @@ import { Close, type CloseCode, exceedsUtf8, type PreparedFrame } from "./messag
 
 /** How long a close handshake may take before the watchdog tears the client down, in ms. */
 export const CLOSE_WATCHDOG_MS = 3_000;
-/** How long an upgraded socket may take to open before the client gives up on it, in ms. Deno
- * sends no event at all for a socket whose 101 response could not be written (the peer went
- * away first), so without this its connection slot would never be released. */
-export const OPEN_WATCHDOG_MS = 10_000;
 /** A closing client whose peer is still sending waits until no frame came for this long before it
  * sends its close frame, in milliseconds (see the module doc). */
 export const CLOSE_QUIET_MS = 50;
@@ -85,61 +81,12 @@ export interface ClientHandler {
   closed(client: Client, code: number, reason: string): void;
 }
 
-/**
- * Gives up on upgraded sockets that never open, with one timer for all of them.
- *
- * Deno sends no event at all for a socket whose 101 response could not be written (the peer
- * went away first); without a deadline such a client, and its server's connection slot, would
- * be held for good. A timer per connection would cost ~700 bytes of RSS each (Deno keeps a
- * cancelled timer until it would have fired), so one sweep checks every opening client. The
- * timeout is the same for all, so the map's insertion order is deadline order.
- */
-export class OpeningWatch {
-  readonly #timeoutMs: number;
-  readonly #now: () => number;
-  /** Opening clients and their deadlines, oldest first. */
-  readonly #opening = new Map<Client, number>();
-  #timer: ReturnType<typeof setInterval> | undefined;
-
-  constructor(timeoutMs = OPEN_WATCHDOG_MS, now: () => number = Date.now) {
-    this.#timeoutMs = timeoutMs;
-    this.#now = now;
-  }
-
-  /** Sockets being watched now. */
-  get size(): number {
-    return this.#opening.size;
-  }
-
+/** Deadlines of sockets still connecting; the server's `OpeningWatch` (server.ts) keeps them. */
+export interface OpeningDeadlines {
   /** Starts the deadline of a client whose socket is still connecting. */
-  watch(client: Client): void {
-    this.#opening.set(client, this.#now() + this.#timeoutMs);
-    if (this.#timer === undefined) {
-      this.#timer = setInterval(this.#sweep, Math.max(1, Math.ceil(this.#timeoutMs / 4)));
-      // Housekeeping: it must not keep a process alive on its own.
-      Deno.unrefTimer(this.#timer);
-    }
-  }
-
+  watch(client: Client): void;
   /** Ends the watch of a client that opened or closed. */
-  forget(client: Client): void {
-    if (this.#opening.delete(client) && this.#opening.size === 0) this.#stop();
-  }
-
-  #sweep = (): void => {
-    const now = this.#now();
-    for (const [client, deadline] of this.#opening) {
-      if (deadline > now) break;
-      this.#opening.delete(client);
-      client.abandon();
-    }
-    if (this.#opening.size === 0) this.#stop();
-  };
-
-  #stop(): void {
-    clearInterval(this.#timer);
-    this.#timer = undefined;
-  }
+  forget(client: Client): void;
 }
 
 /** Limits and collaborators shared by every client of a server; one object for all of them. */
@@ -153,7 +100,7 @@ export interface ClientLimits {
   /** Close-handshake watchdog in milliseconds; default {@link CLOSE_WATCHDOG_MS}. */
   closeTimeoutMs?: number;
   /** Gives up on sockets that never open; servers pass one, unit tests may leave it out. */
-  opening?: OpeningWatch;
+  opening?: OpeningDeadlines;
   /** Told about every frame written, for metrics. */
   observer?: FlushObserver;
   /** See {@link LAG_GRACE_MS}; tests shorten it. */
@@ -269,7 +216,7 @@ export class Client {
     // The client itself is the listener (`handleEvent`): no closures per connection. No "error"
     // listener: once open, Deno follows an error with a close event, which is what we act on;
     // before open it may send "error" alone (a failed upgrade) or nothing (a peer gone before
-    // the 101 went out), which the opening watchdog covers. Each listener costs ~250 bytes per
+    // the 101 went out), which the server's opening watch covers. Each listener costs ~250 bytes per
     // connection, so "open" is removed once it has fired.
     socket.addEventListener("open", this);
     socket.addEventListener("message", this);
@@ -277,7 +224,7 @@ export class Client {
     if (socket.readyState === CONNECTING) this.#options.opening?.watch(this);
   }
 
-  /** Gives up on a socket that has not opened in time; for the {@link OpeningWatch} only. */
+  /** Gives up on a socket that has not opened in time; for the server's opening watch only. */
   abandon(): void {
     if (!this.#opened) this.#finish(1006, "Connection never opened");
   }

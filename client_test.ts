@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { fakeClient, RecordingHandler } from "./tests/helpers/fakes.ts";
-import { OpeningWatch } from "./client.ts";
+import { OpeningWatch } from "./server.ts";
 import { BatchCache, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, SOCKET_HIGH_WATER_BYTES } from "./flush.ts";
 import { prepare, type PreparedFrame, utf8Bytes } from "./message.ts";
 

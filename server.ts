@@ -7,7 +7,8 @@
  * response runs only code that cannot throw: Deno's listener dies if anything throws there, and
  * reading `req.headers` after the upgrade throws.
  *
- * Owned state: the count of open connections in total and per remote address. Everything else
+ * Owned state: the count of open connections in total and per remote address, and, in
+ * {@link OpeningWatch}, the deadlines of upgraded sockets that have not opened yet. Everything else
  * belongs to the Hub (registry), the Clients (sockets) and the store and broker.
  */
 import { getLogger } from "@logtape/logtape";
@@ -19,7 +20,7 @@ import {
   type ClientHandler,
   type ClientLimits,
   type FlushObserver,
-  OpeningWatch,
+  type OpeningDeadlines,
 } from "./client.ts";
 import type { FlushScheduler } from "./flush.ts";
 import type { Hub } from "./hub.ts";
@@ -44,6 +45,10 @@ const GUEST_ALPHABET = "23456789abcdefghijkmnpqrstuvwxyz";
  * two guests ever sharing one: among a million guests the chance is about n² / 2^61 = 4 × 10⁻⁷.
  */
 const GUEST_NAME_CHARS = 12;
+/** How long an upgraded socket may take to open before the client gives up on it, in ms. Deno
+ * sends no event at all for a socket whose 101 response could not be written (the peer went
+ * away first), so without this its connection slot would never be released. */
+export const OPEN_WATCHDOG_MS = 10_000;
 
 const log = getLogger(["parley", "http"]);
 
@@ -313,6 +318,64 @@ export class ParleyHttp {
     const left = (this.#perIp.get(remote) ?? 1) - 1;
     if (left > 0) this.#perIp.set(remote, left);
     else this.#perIp.delete(remote);
+  }
+}
+
+/**
+ * Gives up on upgraded sockets that never open, with one timer for all of them.
+ *
+ * Deno sends no event at all for a socket whose 101 response could not be written (the peer
+ * went away first); without a deadline such a client, and its server's connection slot, would
+ * be held for good. A timer per connection would cost ~700 bytes of RSS each (Deno keeps a
+ * cancelled timer until it would have fired), so one sweep checks every opening client. The
+ * timeout is the same for all, so the map's insertion order is deadline order.
+ */
+export class OpeningWatch implements OpeningDeadlines {
+  readonly #timeoutMs: number;
+  readonly #now: () => number;
+  /** Opening clients and their deadlines, oldest first. */
+  readonly #opening = new Map<Client, number>();
+  #timer: ReturnType<typeof setInterval> | undefined;
+
+  /** Creates an idle watch; its timer runs only while some socket is opening. */
+  constructor(timeoutMs = OPEN_WATCHDOG_MS, now: () => number = Date.now) {
+    this.#timeoutMs = timeoutMs;
+    this.#now = now;
+  }
+
+  /** Sockets being watched now. */
+  get size(): number {
+    return this.#opening.size;
+  }
+
+  /** Starts the deadline of a client whose socket is still connecting. */
+  watch(client: Client): void {
+    this.#opening.set(client, this.#now() + this.#timeoutMs);
+    if (this.#timer === undefined) {
+      this.#timer = setInterval(this.#sweep, Math.max(1, Math.ceil(this.#timeoutMs / 4)));
+      // Housekeeping: it must not keep a process alive on its own.
+      Deno.unrefTimer(this.#timer);
+    }
+  }
+
+  /** Ends the watch of a client that opened or closed. */
+  forget(client: Client): void {
+    if (this.#opening.delete(client) && this.#opening.size === 0) this.#stop();
+  }
+
+  #sweep = (): void => {
+    const now = this.#now();
+    for (const [client, deadline] of this.#opening) {
+      if (deadline > now) break;
+      this.#opening.delete(client);
+      client.abandon();
+    }
+    if (this.#opening.size === 0) this.#stop();
+  };
+
+  #stop(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
   }
 }
 
