@@ -20,7 +20,6 @@
  *   make room.
  */
 import { clearImmediate, setImmediate } from "node:timers";
-import type { Client } from "./client.ts";
 import type { PreparedFrame } from "./message.ts";
 
 /**
@@ -63,10 +62,18 @@ export interface Egress {
   bytes: number;
 }
 
+/** What the scheduler needs of a client: its write path (a Client satisfies it). */
+export interface Flushable {
+  /** Writes what the outbox holds; false when the socket is behind and frames wait. */
+  flush(cache?: BatchCache, budget?: SendBudget): boolean;
+  /** Schedules a held-back flush again, crediting `freeMs` of free time to its lag. */
+  wake(freeMs?: number): void;
+}
+
 /** Decides when dirty clients flush. */
 export interface FlushScheduler {
   /** Asks for `client.flush()` soon; calling it again before the flush is harmless. */
-  schedule(client: Client): void;
+  schedule(client: Flushable): void;
   /** The outbox bytes of every client of this scheduler; absent in unit tests. */
   readonly egress?: Egress;
 }
@@ -142,8 +149,8 @@ export interface FlusherOptions extends Partial<SendBudget> {
  */
 export class Flusher implements FlushScheduler {
   readonly egress: Egress = { bytes: 0 };
-  #dirty: Client[] = [];
-  #heldBack: Client[] = [];
+  #dirty: Flushable[] = [];
+  #heldBack: Flushable[] = [];
   #timer: ReturnType<typeof setImmediate> | undefined;
   #retry: ReturnType<typeof setTimeout> | undefined;
   #retryArmedAt = 0;
@@ -177,7 +184,7 @@ export class Flusher implements FlushScheduler {
     return askedAt !== undefined && this.#now() - askedAt > STARVED_MS;
   }
 
-  schedule(client: Client): void {
+  schedule(client: Flushable): void {
     if (this.#closed) return;
     this.#dirty.push(client);
     // setImmediate runs after this loop iteration's I/O: everything that arrived together is
@@ -227,7 +234,7 @@ export class Flusher implements FlushScheduler {
     }
   };
 
-  #hold(client: Client): void {
+  #hold(client: Flushable): void {
     this.#heldBack.push(client);
     if (this.#retry === undefined && !this.#closed) {
       // The peers are behind: look again shortly rather than spin on every turn.
