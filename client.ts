@@ -134,6 +134,8 @@ export class Client extends OutboxWriter<ClientLimits> {
   #linger: ReturnType<typeof setTimeout> | undefined;
   #opened = false;
   #closing = false;
+  /** A close is decided and waits for the peer to go quiet: its frames are discarded. */
+  #draining = false;
   #closed = false;
   #watchdog: ReturnType<typeof setTimeout> | undefined;
   #expiresAt: Date | undefined;
@@ -241,22 +243,26 @@ export class Client extends OutboxWriter<ClientLimits> {
    * Frames already queued (say, the errors that led to a policy close) go out before the close
    * frame; a slow consumer's backlog is dropped instead: it resumes from history. A peer that sent
    * a frame within {@link CLOSE_QUIET_MS} gets its close frame once it has gone quiet (see the
-   * module doc). A peer that never answers the close frame would leave the socket CLOSING for
+   * module doc); meanwhile its further frames are discarded, and the answers to frames it sent
+   * before (acks still being stored) are still queued and sent ahead of the close frame. A peer that never answers the close frame would leave the socket CLOSING for
    * good; the watchdog reports the client closed after {@link CLOSE_WATCHDOG_MS} regardless.
    */
   override close(close: CloseCode): void {
-    if (this.#closing || this.#closed) return;
+    if (this.#closing || this.#closed || this.#draining) return;
     if (this.socket.readyState === CONNECTING) {
       // Deno ignores close() on a server socket that is not open yet and opens it anyway, which
       // would leave an uncounted socket behind: close it the moment it opens instead.
       this.#closeOnOpen ??= close;
       return;
     }
-    if (close.code !== Close.slowConsumer.code && this.pending > 0) this.flush();
-    this.#closing = true;
-    this.dropOutbox();
+    const slow = close.code === Close.slowConsumer.code;
+    if (slow) {
+      this.#closing = true;
+      this.dropOutbox();
+    }
     const quietMs = this.limits.closeQuietMs ?? CLOSE_QUIET_MS;
     if (performance.now() - this.#lastFrameAt < quietMs) {
+      this.#draining = true;
       const started = performance.now();
       const check = () => {
         const now = performance.now();
@@ -275,8 +281,12 @@ export class Client extends OutboxWriter<ClientLimits> {
     this.#sendClose(close);
   }
 
-  /** Sends the close frame and starts the handshake's watchdog. */
+  /** Writes what is queued (unless the client is a slow consumer), then sends the close frame and
+   * starts the handshake's watchdog. */
   #sendClose(close: CloseCode): void {
+    if (!this.#closing && this.pending > 0) this.flush();
+    this.#closing = true;
+    this.dropOutbox();
     try {
       this.socket.close(close.code, close.reason);
     } catch {
@@ -324,7 +334,7 @@ export class Client extends OutboxWriter<ClientLimits> {
   #onMessage(event: MessageEvent): void {
     // Read on every frame: a close decides from it whether the peer is still sending.
     this.#lastFrameAt = performance.now();
-    if (this.#closing || this.#closed) return;
+    if (this.#closing || this.#closed || this.#draining) return;
     this.#framesIn++;
     const data: unknown = event.data;
     if (typeof data !== "string") {

@@ -224,6 +224,28 @@ Deno.test("Client.close() sends queued replies before a policy close, never afte
   assert.deepEqual(socket.closedWith, { code: 1008, reason: "Rate limit abuse" });
 });
 
+Deno.test("Client closing a peer that is still sending waits until it is quiet, discarding its frames and sending late answers first", async () => {
+  const handler = new RecordingHandler();
+  const { client, socket, flusher } = fakeClient({ handler, closeQuietMs: 30 });
+  socket.receive('{"type":"ping"}');
+  assert.equal(handler.texts.length, 1);
+  client.close({ code: 1008, reason: "Rate limit abuse" });
+  // Deno would drop the connection without a close frame if a frame arrived after close().
+  assert.equal(socket.closedWith, undefined, "the peer just sent: no close frame yet");
+  socket.receive('{"type":"ping"}');
+  assert.equal(handler.texts.length, 1, "frames after the decision are discarded");
+  assert.ok(client.enqueue(prepare({ type: "ack", ref: "late" })), "answers still queue");
+  flusher.flushAll();
+  const deadline = Date.now() + 5_000;
+  while (socket.closedWith === undefined && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  assert.deepEqual(socket.closedWith, { code: 1008, reason: "Rate limit abuse" });
+  assert.deepEqual(socket.eventsOf("ack").map((e) => e.ref), ["late"]);
+  assert.deepEqual(handler.closes, [{ code: 1008, reason: "Rate limit abuse" }]);
+  assert.equal(client.enqueue(prepare({ type: "ack", ref: "after" })), false);
+});
+
 Deno.test("Client.expireAt() closes with 4001 when the token expires, unless moved later", async () => {
   const soon = fakeClient();
   soon.client.expireAt(new Date(Date.now() + 20));
