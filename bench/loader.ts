@@ -34,9 +34,12 @@
  *    socket and exits.
  *
  * Sending: `rate` mode spreads `spec.rate` messages per second over the senders, on a clock (open
- * loop: a server that falls behind builds a backlog, which the report shows); `closed` mode has
- * each sender send its next message as soon as its previous one comes back (saturation); `idle`
- * sends nothing. Message content is `"<client>|<seq>|<sent at, ms since the epoch>|xxx…"`,
+ * loop: a server that falls behind builds a backlog, which the report shows); `paced` is the same
+ * clock for rooms where every client sends: a sender is then an ordinary client (only sampled
+ * ones decode), and it sends on schedule whatever it is answered (`overloaded` included);
+ * `flood` has each sender write as fast as its socket takes frames, answers unread; `closed` mode
+ * has each sender send its next message as soon as its previous one comes back (saturation);
+ * `idle` sends nothing. Message content is `"<client>|<seq>|<sent at, ms since the epoch>|xxx…"`,
  * padded to `contentChars`; it never holds `{`, which {@link countMessages} relies on.
  */
 import { TcpPoller } from "./epoll.ts";
@@ -56,6 +59,11 @@ const TIMED_INTERVAL_MS = 1;
  * sockets takes milliseconds; without the interleave, timed frames would wait that long.
  */
 const COUNTING_CHUNK = 64;
+/**
+ * Most frames one flood sender writes per clock tick: the kernel's socket buffer usually stops it
+ * first, and the cap keeps one tick from holding the loop (and the readers' polls) for long.
+ */
+const FLOOD_FRAMES_PER_TICK = 256;
 /** A closed-loop sender whose message has not come back after this long sends a fresh one. */
 const RESEND_AFTER_MS = 5_000;
 /** Most latency samples kept per report; past it, samples are dropped (and counted). */
@@ -79,7 +87,7 @@ export interface LoaderSpec {
   offset: number;
   /** How many of this loader's first clients send. */
   senders: number;
-  mode: "rate" | "closed" | "idle";
+  mode: "rate" | "paced" | "flood" | "closed" | "idle";
   /** Messages per second from this loader, in `rate` mode. */
   rate: number;
   /** Every client whose global index is a multiple of this decodes and times what it gets. */
@@ -124,6 +132,14 @@ export interface LoaderReport {
   closes: Record<string, number>;
   /** Closed-loop messages re-sent because their echo never came. */
   resends: number;
+  /**
+   * `rate` and `paced` modes: the most messages one sender had due at once when the clock ran (1
+   * when the clock kept time). Above the server's burst (`--burst`), a rate-limit refusal is
+   * this process's lateness, not the server's.
+   */
+  maxDuePerSender: number;
+  /** Senders whose socket held unsent bytes at the report: the server was not reading them. */
+  backloggedSenders: number;
 }
 
 type Command =
@@ -168,6 +184,7 @@ class Loader {
   #latencies: number[] = [];
   #dropped = 0;
   #resends = 0;
+  #maxDue = 0;
 
   constructor(spec: LoaderSpec) {
     this.#spec = spec;
@@ -196,7 +213,9 @@ class Loader {
   async #connectOne(local: number): Promise<void> {
     const spec = this.#spec;
     const index = spec.offset + local;
-    const full = local < spec.senders || index % spec.sampleEvery === 0;
+    // Paced and flood senders take no decision on what they receive: they only count it.
+    const timedSender = local < spec.senders && (spec.mode === "rate" || spec.mode === "closed");
+    const full = timedSender || index % spec.sampleEvery === 0;
     let sender: Sender | undefined;
     const source = spec.sources?.[index % spec.sources.length];
     for (let attempt = 1; attempt <= CONNECT_ATTEMPTS; attempt++) {
@@ -318,11 +337,24 @@ class Loader {
       }, 1_000);
       return;
     }
+    if (spec.mode === "flood") {
+      this.#timer = setInterval(() => {
+        for (const sender of senders) {
+          for (let n = 0; n < FLOOD_FRAMES_PER_TICK && !sender.socket.backlogged; n++) {
+            this.#send(sender);
+          }
+        }
+      }, TICK_MS);
+      return;
+    }
     this.#startedAt = clock();
     this.#due = 0;
     let turn = 0;
     this.#timer = setInterval(() => {
       const due = Math.floor((clock() - this.#startedAt) * spec.rate / 1000);
+      if (this.#measuring) {
+        this.#maxDue = Math.max(this.#maxDue, Math.ceil((due - this.#due) / senders.length));
+      }
       while (this.#due < due) {
         this.#due++;
         this.#send(senders[turn++ % senders.length]!);
@@ -338,6 +370,7 @@ class Loader {
     this.#latencies = [];
     this.#dropped = 0;
     this.#resends = 0;
+    this.#maxDue = 0;
   }
 
   /** Messages counted since the mark, without ending the window (unlike `report`). */
@@ -355,6 +388,8 @@ class Loader {
       open: this.#sockets.filter((socket) => socket.open).length,
       closes: this.#closes,
       resends: this.#resends,
+      maxDuePerSender: this.#maxDue,
+      backloggedSenders: [...this.#senders.values()].filter((s) => s.socket.backlogged).length,
     };
     this.#measuring = false;
     this.#latencies = [];

@@ -235,6 +235,11 @@ export class RawWebSocket implements TcpHandler {
     return this.#state === "open";
   }
 
+  /** Whether bytes sent earlier still wait for the kernel to take them (the peer is behind). */
+  get backlogged(): boolean {
+    return this.#pending.length > 0;
+  }
+
   /** Sends a prepared frame from {@link encodeTextFrame}. */
   sendFrame(frame: Uint8Array): void {
     if (this.#state !== "open") return;

@@ -279,3 +279,61 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "RawWebSocket is backlogged while its peer does not read, and not once the peer has read",
+  { sanitizeOps: true, sanitizeResources: true },
+  async () => {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (listener.addr as Deno.NetAddr).port;
+    const { promise: drain, resolve: startDraining } = Promise.withResolvers<void>();
+    const served = (async () => {
+      const conn = await listener.accept();
+      const buf = new Uint8Array(64 * 1024);
+      let head = "";
+      while (!head.includes("\r\n\r\n")) {
+        const n = await conn.read(buf);
+        if (n === null) throw new Error("client went away");
+        head += decoder.decode(buf.subarray(0, n));
+      }
+      await conn.write(encoder.encode(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+      ));
+      // Read nothing until told: the kernel's buffers fill and the client must hold the rest.
+      await drain;
+      let bytes = 0;
+      while (true) {
+        const n = await conn.read(buf);
+        if (n === null) break;
+        bytes += n;
+      }
+      conn.close();
+      return bytes;
+    })();
+    const poller = new TcpPoller();
+    const socket = await connect(poller, { hostname: "127.0.0.1", port, path: "/ws" }, {
+      text: () => {},
+      closed: () => {},
+    });
+    try {
+      assert.equal(socket.backlogged, false);
+      const frame = encodeTextFrame("x".repeat(60_000));
+      let sent = 0;
+      // Loopback buffers hold a few MiB at most; 1 GiB unsent would mean the flag never rises.
+      while (!socket.backlogged && sent < 16_384) {
+        socket.sendFrame(frame);
+        sent++;
+      }
+      assert.equal(socket.backlogged, true, `still not backlogged after ${sent} frames`);
+      startDraining();
+      await pollUntil(poller, () => !socket.backlogged, "the backlog to drain");
+      socket.close();
+      assert.equal(await served, sent * frame.byteLength);
+    } finally {
+      startDraining();
+      socket.close();
+      poller.close();
+      listener.close();
+    }
+  },
+);
