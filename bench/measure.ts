@@ -99,6 +99,18 @@ export interface LoadResult {
   serverRssMiB: number;
   closes: Record<string, number>;
   resends: number;
+  /** The load generator's clock: most messages one sender had due at once (see `LoaderReport`). */
+  maxDuePerSender: number;
+  /** Senders whose socket the server had stopped reading at the end of the window. */
+  backloggedSenders: number;
+  /**
+   * Parley only, from /metrics over the window: chat messages stored, `overloaded` answers,
+   * frames refused by the rate limiter, and connections the server closed with 4008.
+   */
+  stored?: number;
+  overloaded?: number;
+  rateLimited?: number;
+  slowConsumerCloses?: number;
   loadavg: string;
   profile?: ProfileSummary;
 }
@@ -147,7 +159,13 @@ async function openSession(
   const mode = scenario.kind === "load" ? scenario.mode : "closed";
   const senders = scenario.kind === "load" ? scenario.senders : 20;
   const rate = scenario.kind === "load" ? scenario.rate : 0;
-  const server = await startServer(target, { parleyFlags: options.parleyFlags, profileDir });
+  const server = await startServer(target, {
+    parleyFlags: options.parleyFlags,
+    profileDir,
+    ...(scenario.kind === "load" && scenario.serverDefaults !== undefined
+      ? { serverDefaults: scenario.serverDefaults }
+      : {}),
+  });
   const session: Session = { target, server, loaders: [], clients: 0 };
   try {
     const clientShares = shares(scenario.clients, options.loaders);
@@ -165,7 +183,8 @@ async function openSession(
         mode,
         rate: rate * senderShares[id]! / senders,
         sampleEvery: SAMPLE_EVERY,
-        contentChars: CONTENT_CHARS,
+        contentChars: (scenario.kind === "load" ? scenario.contentChars : undefined) ??
+          CONTENT_CHARS,
         waitWelcome: target.server === "parley",
         concurrency: CONCURRENCY,
         bufferBytes: LOAD_BUFFER_BYTES,
@@ -284,6 +303,14 @@ async function measureWindow(
     serverRssMiB: round(serverRssMiB, 1),
     closes,
     resends: reports.reduce((n, r) => n + r.resends, 0),
+    maxDuePerSender: Math.max(...reports.map((r) => r.maxDuePerSender)),
+    backloggedSenders: reports.reduce((n, r) => n + r.backloggedSenders, 0),
+    ...(target.server !== "parley" ? {} : {
+      stored: metrics1.stored - metrics0.stored,
+      overloaded: metrics1.overloaded - metrics0.overloaded,
+      rateLimited: metrics1.rateLimited - metrics0.rateLimited,
+      slowConsumerCloses: metrics1.slowConsumerCloses - metrics0.slowConsumerCloses,
+    }),
     loadavg: loadavg(),
   };
   return { result, up0, up1 };
@@ -332,26 +359,59 @@ export async function measureInterleaved(
   }
 }
 
+/** A server's counters that a window reads at both ends (see {@link scrape}). */
+export interface ServerCounters {
+  framesOut: number;
+  eventsOut: number;
+  storeWriteS: number;
+  storeBatches: number;
+  stored: number;
+  overloaded: number;
+  rateLimited: number;
+  slowConsumerCloses: number;
+}
+
 /**
- * A server's outbound counters: Parley's from `GET /metrics` (frames and events written), the
- * baseline's from `GET /count` (frames written; one event each).
+ * A server's counters: Parley's from `GET /metrics` (see {@link parseMetrics}), the baseline's
+ * from `GET /count` (frames written; one event each, and nothing else counted).
  */
-async function scrape(
-  target: Target,
-  port: number,
-): Promise<{ framesOut: number; eventsOut: number; storeWriteS: number; storeBatches: number }> {
+async function scrape(target: Target, port: number): Promise<ServerCounters> {
   if (target.server !== "parley") {
     const sends = Number(await fetch(`http://127.0.0.1:${port}/count`).then((r) => r.text()));
-    return { framesOut: sends, eventsOut: sends, storeWriteS: 0, storeBatches: 0 };
+    return {
+      framesOut: sends,
+      eventsOut: sends,
+      storeWriteS: 0,
+      storeBatches: 0,
+      stored: 0,
+      overloaded: 0,
+      rateLimited: 0,
+      slowConsumerCloses: 0,
+    };
   }
-  const text = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text());
-  const value = (name: string) =>
-    text.split("\n").filter((line) => line.startsWith(`${name} `) || line.startsWith(`${name}{`))
-      .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(" ") + 1)), 0);
+  return parseMetrics(await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text()));
+}
+
+/**
+ * Reads the counters a window needs from Parley's Prometheus text: a family's samples summed, or
+ * only the sample with one label (`code="overloaded"`); 0 for a family or sample not (yet) there.
+ */
+export function parseMetrics(text: string): ServerCounters {
+  const lines = text.split("\n");
+  const value = (name: string, label?: string) =>
+    lines.filter((line) =>
+      label === undefined
+        ? line.startsWith(`${name} `) || line.startsWith(`${name}{`)
+        : line.startsWith(`${name}{`) && line.slice(0, line.indexOf("}")).includes(label)
+    ).reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(" ") + 1)), 0);
   return {
     framesOut: value("parley_frames_out_total"),
     eventsOut: value("parley_batch_events_sum"),
     storeWriteS: value("parley_store_write_seconds_total"),
     storeBatches: value("parley_store_write_batches_total"),
+    stored: value("parley_messages_stored_total"),
+    overloaded: value("parley_errors_total", 'code="overloaded"'),
+    rateLimited: value("parley_rate_limited_total"),
+    slowConsumerCloses: value("parley_connections_closed_total", 'code="4008"'),
   };
 }

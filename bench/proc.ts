@@ -230,11 +230,16 @@ export interface ServerOptions {
   profileDir?: string | undefined;
   /** Flags for this one server, after all the others (a cluster node's). */
   extraFlags?: readonly string[];
+  /** Names (without `--`) of {@link PARLEY_FLAGS} to leave out, so the server's defaults apply. */
+  serverDefaults?: readonly string[];
 }
 
 /** Starts a server for `target` on a free port and waits for its listen banner. */
 export async function startServer(target: Target, options: ServerOptions): Promise<Server> {
-  const { parleyFlags, profileDir, extraFlags = [] } = options;
+  const { parleyFlags, profileDir, extraFlags = [], serverDefaults = [] } = options;
+  const harnessFlags = PARLEY_FLAGS.filter((flag) =>
+    !serverDefaults.includes(flag.slice(2, flag.indexOf("=")))
+  );
   const dir = await Deno.makeTempDir({ prefix: "parley_bench_" });
   const deno = Deno.execPath();
   const prof = profileDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${profileDir}`];
@@ -246,7 +251,7 @@ export async function startServer(target: Target, options: ServerOptions): Promi
       "-A",
       ...prof,
       join(ROOT, "main.ts"),
-      ...PARLEY_FLAGS,
+      ...harnessFlags,
       `--store=${target.store === "sqlite" ? `sqlite:${join(dir, "parley.db")}` : "memory:"}`,
       // After the harness's own flags, so an experiment's flag (even --store) wins.
       ...parleyFlags,

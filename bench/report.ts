@@ -4,16 +4,8 @@
  * written between the markers of docs/BENCHMARKS.md ({@link markdown}). Pure functions of the
  * run's {@link Machine} and its scenario reports: nothing here measures.
  */
-import { SLICE } from "./measure.ts";
-import { FD_HARD_LIMIT, FD_MARGIN, LOADER_CORE, type Machine, SERVER_CORE } from "./proc.ts";
-import {
-  BASELINE,
-  PARLEY_PLAIN,
-  PARLEY_V1,
-  SQLITE_PAIRS,
-  SQLITE_PAIRS_QUICK,
-  type Target,
-} from "./scenarios.ts";
+import { FD_HARD_LIMIT, FD_MARGIN, type Machine } from "./proc.ts";
+import { BASELINE, PARLEY_PLAIN, PARLEY_V1, type Target } from "./scenarios.ts";
 import type { LoadSummary, ScenarioReport } from "./summary.ts";
 
 /** Where one standing target stands after a run. */
@@ -127,11 +119,9 @@ export function verdicts(reports: ScenarioReport[]): Verdict[] {
         ? "—"
         : fifty.skipped ?? (nodes === undefined
           ? `${fmt(held)} held by one process`
-          : `${fmt(held)} held by ${nodes} processes on one Redis, and one message published on ` +
-            `the first reached ${fmt(fifty.reached ?? 0)} (the slowest run: ` +
-            `${fmt((fifty.reachedMs ?? 0) / 1000)} s); one process may hold ` +
-            `${fmt(FD_HARD_LIMIT - FD_MARGIN)} here (hard RLIMIT_NOFILE ${fmt(FD_HARD_LIMIT)}, ` +
-            `and raising it needs CAP_SYS_RESOURCE)`),
+          : `${fmt(held)} held by ${nodes} processes on one Redis; one message reached ` +
+            `${fmt(fifty.reached ?? 0)} within ${fmt((fifty.reachedMs ?? 0) / 1000)} s (one ` +
+            `process may hold ${fmt(FD_HARD_LIMIT - FD_MARGIN)} here)`),
       status: fifty === undefined || fifty.skipped !== undefined
         ? "not measured"
         : nodes === undefined
@@ -153,72 +143,89 @@ export function verdicts(reports: ScenarioReport[]): Verdict[] {
       target: `SQLite costs ≤ 10% throughput vs memory: (${target.label})`,
       measured: r === undefined
         ? "—"
-        : `${fmt(r * 100)}% of memory's throughput (median of ${pair!.ratios.length} pairs, ${
+        : `${fmt(r * 100)}% (median of ${pair!.ratios.length} pairs, ${
           fmt(100 * Math.min(...pair!.ratios))
-        }–${fmt(100 * Math.max(...pair!.ratios))}%)`,
+        }–${fmt(100 * Math.max(...pair!.ratios))}%)${
+          lite?.storeShare === undefined
+            ? ""
+            : `; SQLite held the loop ${fmt(100 * lite.storeShare)}% of the time`
+        }`,
       status: fair(r === undefined ? undefined : r >= 0.9, mem, lite),
+    });
+  }
+  for (const name of ["overload", "flood"]) {
+    const r = find(name)?.load?.[0];
+    out.push({
+      target: `${name[0]!.toUpperCase()}${name.slice(1)}: no reader cut with 4008, senders told ` +
+        "`overloaded`",
+      measured: r?.slowConsumerCloses === undefined
+        ? "—"
+        : `${fmtCount(r.slowConsumerCloses)} cut; ${fmt(r.overloadedPerS ?? 0)} \`overloaded\`/s`,
+      status: status(
+        r?.slowConsumerCloses === undefined
+          ? undefined
+          : r.slowConsumerCloses === 0 && (r.overloadedPerS ?? 0) > 0,
+      ),
     });
   }
   return out;
 }
 
-/** Conditions under which a number in the tables does not mean what it claims. */
+/**
+ * Conditions under which a number in the tables does not mean what it claims, one line per
+ * machine condition or per scenario and server (its conditions joined), short enough for the doc.
+ */
 export function warnings(m: Machine, reports: ScenarioReport[]): string[] {
   const out: string[] = [];
   const busiest = Math.max(...`${m.loadavgStart} ${m.loadavgEnd}`.split(" ").map(Number));
   if (busiest > m.nproc) {
     out.push(
-      `Load average reached ${busiest} on ${m.nproc} cores: other work shared the cores, so ` +
-        `throughput and latency are low and CPU per delivery somewhat high.`,
+      `load average up to ${busiest} on ${m.nproc} cores: other work shared them`,
     );
   }
   for (const report of reports) {
     const closed = report.name === "saturation" || report.name === "sqlite";
     for (const s of report.load ?? []) {
+      const notes: string[] = [];
       if (closed && s.serverCores < 0.9) {
         const shared = s.serverCoreBusy - s.serverCores;
-        out.push(
-          `${report.name}, ${s.target}: the server used only ${fmt(s.serverCores)} of its core ` +
-            `(core ${SERVER_CORE} was ${fmt(100 * s.serverCoreBusy)}% busy in all), so ${
-              shared > 0.1
-                ? `other work took ${fmt(100 * shared)}% of it`
-                : "the server idled: its round trips were too slow for 20 senders to keep it busy"
-            }; its delivered/s is not its capacity. CPU per delivery still holds.`,
+        notes.push(
+          `the server used only ${fmt(s.serverCores)} of its core (${
+            shared > 0.1 ? `other work took ${fmt(100 * shared)}%` : "its round trips were too slow"
+          }), so delivered/s is not its capacity`,
         );
       }
       if (s.loaderCoresMax > 0.85) {
-        out.push(
-          `${report.name}, ${s.target}: the load generator used up to ${
-            fmt(s.loaderCoresMax)
-          } of its core and may have limited the run.`,
-        );
+        notes.push(`loader used up to ${fmt(s.loaderCoresMax)} of its core`);
       }
       const [low, high] = s.clientCountRange;
       if (low < 0.95 || high > 1.05) {
-        out.push(
-          `${report.name}, ${s.target}: the clients counted ${fmt(low)}–${fmt(high)}× the ` +
-            `events per second the server wrote: the load generator was behind, reading what the ` +
-            `kernel held for it. CPU per delivery uses the server's count.`,
+        notes.push(
+          `clients counted ${low === high ? fmt(low) : `${fmt(low)}–${fmt(high)}`}× the ` +
+            `server's events (loader lagging)`,
         );
       }
       if (s.loaderWindowRatioMax > 1.05) {
-        out.push(
-          `${report.name}, ${s.target}: a load generator's window was up to ${
-            fmt(s.loaderWindowRatioMax)
-          }× the harness's: it answered its commands late, so its counts cover a longer, later ` +
-            `span. Its rates divide by its own window; the server's counts are unaffected.`,
-        );
+        notes.push(`loader window up to ${fmt(s.loaderWindowRatioMax)}× long`);
       }
       if (s.deliveredPerS > 50_000 && s.loaderUsPerDelivery > 0.8 * s.cpuUsPerDelivery) {
-        out.push(
-          `${report.name}, ${s.target}: the load generator spent ${
-            fmt(s.loaderUsPerDelivery)
-          } µs per delivery, close to the server's ${fmt(s.cpuUsPerDelivery)} µs.`,
+        notes.push(
+          `loader ${fmt(s.loaderUsPerDelivery)} µs/delivery, near the server's ` +
+            `${fmt(s.cpuUsPerDelivery)}`,
         );
       }
+      if ((s.maxDuePerSender ?? 0) > 2) {
+        notes.push(`loader clock behind (${s.maxDuePerSender} messages due per sender at once)`);
+      }
+      if (notes.length > 0) out.push(`${report.name}, ${s.target}: ${notes.join("; ")}`);
     }
   }
   return out;
+}
+
+/** Formats a count: a whole number grouped from 1,000, — if not finite. */
+export function fmtCount(n: number): string {
+  return Number.isFinite(n) ? Math.round(n).toLocaleString("en-US") : "—";
 }
 
 /** Formats a number for a table: grouped from 1,000, fewer decimals the larger, — if not finite. */
@@ -230,140 +237,152 @@ export function fmt(n: number): string {
   return n.toFixed(2);
 }
 
-/** Renders the results section of docs/BENCHMARKS.md for the run. */
-export function markdown(m: Machine, reports: ScenarioReport[]): string {
+/** One results file of `bench/results/`: a run's machine and its scenario reports. */
+export interface RunResults {
+  /** The file's name, such as `2026-11-26.json`. */
+  file: string;
+  machine: Machine;
+  scenarios: ScenarioReport[];
+}
+
+/**
+ * The newest report of each scenario over `runs` (by the run's start), each with its run, in the
+ * order the newest run that has it lists it: a run of a few scenarios (`--only`) replaces those
+ * and leaves the rest as the last run that measured them.
+ */
+export function latestScenarios(
+  runs: RunResults[],
+): { run: RunResults; report: ScenarioReport }[] {
+  const newestFirst = [...runs].sort((a, b) => b.machine.date.localeCompare(a.machine.date));
+  const chosen = new Map<string, { run: RunResults; report: ScenarioReport }>();
+  for (const run of newestFirst) {
+    for (const report of run.scenarios) {
+      if (!chosen.has(report.name)) chosen.set(report.name, { run, report });
+    }
+  }
+  // Oldest run first, each run's scenarios in its own order.
+  return [...chosen.values()].sort((a, b) =>
+    a.run.machine.date.localeCompare(b.run.machine.date) ||
+    a.run.scenarios.indexOf(a.report) - b.run.scenarios.indexOf(b.report)
+  );
+}
+
+/**
+ * Renders the results section of docs/BENCHMARKS.md: the newest measurement of each scenario
+ * over `runs` ({@link latestScenarios}), as a few compact tables: the runs they come from, the
+ * load scenarios' key numbers with each row's CPU per delivery against its scenario's first row
+ * (measured in the same run), the overload answers, idle memory, and the targets. Profiles,
+ * ranges, per-pair ratios and every single measurement stay in the results files.
+ */
+export function markdown(runs: RunResults[]): string {
+  const shown = latestScenarios(runs);
+  const reports = shown.map((s) => s.report);
+  const usedRuns = [...new Set(shown.map((s) => s.run))];
   const lines: string[] = [];
   const push = (...l: string[]) => lines.push(...l);
+  const pct = (n: number) => `${fmt(100 * n)}%`;
   push(
-    `Run of ${m.date.slice(0, 10)} (${m.mode}${
-      m.mode === "quick" ? ": indicative only, fewer clients, one short run" : ""
-    }).`,
+    "Newest run of each scenario; its JSON has every measurement, range, pair and profile.",
     "",
-    `- Command: \`${m.command}\``,
-    `- Machine: ${m.nproc} cores, ${m.cpu}, ${m.memoryGiB} GiB; Deno ${m.deno} (V8 ${m.v8}); ` +
-      `commit ${m.commit}`,
-    `- Method: ${m.runs} run(s) per server, medians shown; ${m.warmupS} s warm-up, ${m.windowS} s ` +
-      `window; servers pinned to core ${SERVER_CORE}, load generator (${m.loaders} process(es)) ` +
-      `to core ${LOADER_CORE}${m.taskset ? "" : " — taskset missing, nothing pinned"}.${
-        reports.some((r) => r.pairs !== undefined)
-          ? ` The SQLite comparison instead interleaves ${
-            m.mode === "quick" ? SQLITE_PAIRS_QUICK : SQLITE_PAIRS
-          } pairs of ${SLICE.windowMs / 1000} s windows of both servers, running side by side ` +
-            `(one loaded at a time), and shows medians over windows.`
-          : ""
-      }`,
-    `- Load average at start / end: ${m.loadavgStart} / ${m.loadavgEnd}. Other work on the ` +
-      `machine shows up as spread between runs (ranges in the JSON) and in these numbers.`,
-    "",
-    ...warnings(m, reports).map((w) => `- ⚠ ${w}`),
-    "",
-    "### Targets",
-    "",
+  );
+  for (const run of usedRuns) {
+    const m = run.machine;
+    const names = shown.filter((s) => s.run === run).map((s) => `\`${s.report.name}\``);
+    push(
+      `- \`bench/results/${run.file}\` (${names.join(", ")}): \`${m.command}\` at ${m.commit}; ` +
+        `${m.runs} run(s), medians; ${m.warmupS} s warm-up, ${m.windowS} s window; load ` +
+        `${m.loadavgStart.split(" ")[0]} → ${m.loadavgEnd.split(" ")[0]}.`,
+    );
+    const mine = shown.filter((s) => s.run === run).map((s) => s.report);
+    for (const w of warnings(m, mine)) push(`  - ⚠ ${w}.`);
+  }
+  for (const { report } of shown) {
+    const said = [
+      ...(report.note === undefined ? [] : [report.note]),
+      ...(report.serverDefaults === undefined ? [] : [
+        `server defaults for ${report.serverDefaults.map((f) => `\`--${f}\``).join(", ")}`,
+      ]),
+    ];
+    if (said.length > 0) push(`- \`${report.name}\`: ${said.join("; ")}.`);
+  }
+  push("");
+
+  const load = shown.filter((s) => s.report.load !== undefined);
+  const isOverload = (r: ScenarioReport) => r.mode === "paced" || r.mode === "flood";
+  const plain = load.filter((s) => !isOverload(s.report));
+  const overload = load.filter((s) => isOverload(s.report));
+  if (plain.length > 0) {
+    push(
+      "| scenario | server, clients | delivered/s | keep-up | p50 ms | p99 ms | µs CPU/delivery " +
+        "| vs first row | events/frame |",
+      "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    );
+    for (const { report } of plain) {
+      const first = report.load![0]!;
+      for (const s of report.load!) {
+        push(
+          `| ${report.name} | ${s.target} | ${fmt(s.deliveredPerS)} | ${pct(s.keepUp)} | ` +
+            `${fmt(s.p50Ms)} | ${fmt(s.p99Ms)} | ${fmt(s.cpuUsPerDelivery)} | ` +
+            `${fmt(s.cpuUsPerDelivery / first.cpuUsPerDelivery)}× | ${
+              s.eventsPerFrame === undefined ? "1" : fmt(s.eventsPerFrame)
+            } |`,
+        );
+      }
+    }
+    push("");
+  }
+  if (overload.length > 0) {
+    push(
+      "| scenario | server, clients | clients | sent/s | stored/s | `overloaded`/s | delivered/s " +
+        "| p50 ms | p99 ms | rate-limited | cut (4008) | closes seen |",
+      "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    );
+    for (const { report } of overload) {
+      for (const s of report.load!) {
+        const raw = report.raw.find((r) => r.target === s.target) as { clients?: number };
+        const closes = Object.entries(s.closes).map(([c, n]) => `${n}×${c}`).join(", ") || "0";
+        push(
+          `| ${report.name} | ${s.target} | ${fmtCount(raw?.clients ?? NaN)} | ${
+            fmt(s.sentPerS)
+          } | ` +
+            `${fmt(s.storedPerS ?? NaN)} | ${fmt(s.overloadedPerS ?? NaN)} | ` +
+            `${fmt(s.deliveredPerS)} | ${fmt(s.p50Ms)} | ${fmt(s.p99Ms)} | ` +
+            `${fmtCount(s.rateLimited ?? NaN)} | ${
+              fmtCount(s.slowConsumerCloses ?? NaN)
+            } | ${closes} |`,
+        );
+      }
+    }
+    push("");
+  }
+  const idle = reports.find((r) => r.idle !== undefined)?.idle;
+  if (idle !== undefined) {
+    const points = idle[0]?.points.map((p) => p.connections) ?? [];
+    const base = idle.find((s) => s.target === BASELINE.label);
+    push(
+      `| idle: server RSS per connection | ${
+        points.map((n) => `${fmt(n)} connections`).join(" | ")
+      } |`,
+      `|---|${points.map(() => "---:").join("|")}|`,
+    );
+    for (const s of idle) {
+      const cells = s.points.map((p) => {
+        if (p.skipped !== undefined) return "not measured";
+        const b = base?.points.find((q) => q.connections === p.connections)?.bytesPerConnection;
+        const ratio = b && s.target !== BASELINE.label
+          ? ` (${fmt(p.bytesPerConnection! / b)}×)`
+          : "";
+        const nodes = p.nodes === undefined ? "" : `, ${p.nodes} processes`;
+        return `${fmt((p.bytesPerConnection ?? 0) / 1024)} KiB${ratio}${nodes}`;
+      });
+      push(`| ${s.target} | ${cells.join(" | ")} |`);
+    }
+    push("");
+  }
+  push(
     "| target | measured | status |",
     "|---|---|---|",
     ...verdicts(reports).map((v) => `| ${v.target} | ${v.measured} | ${v.status} |`),
-    "",
   );
-  for (const report of reports) {
-    push(`### ${report.title}`, "");
-    if (report.load !== undefined) {
-      const base = report.load.find((s) => s.target === BASELINE.label) ?? report.load[0]!;
-      push(
-        "| server, clients | delivered/s | written/s (server) | sent/s | " +
-          "delivered ÷ (sent × clients) | p50 ms | p99 ms " +
-          "| server CPU µs/delivery | vs first row | server cores | events/frame | loader cores " +
-          "| loader µs/delivery | closes |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-      );
-      for (const s of report.load) {
-        const closes = Object.entries(s.closes).map(([c, n]) => `${n}×${c}`).join(", ") || "0";
-        push(
-          `| ${s.target} | ${fmt(s.deliveredPerS)} | ${fmt(s.writtenPerS)} | ${
-            fmt(s.sentPerS)
-          } | ` +
-            `${fmt(s.keepUp)} | ` +
-            `${fmt(s.p50Ms)} | ${fmt(s.p99Ms)} | ${fmt(s.cpuUsPerDelivery)} | ` +
-            `${fmt(s.cpuUsPerDelivery / base.cpuUsPerDelivery)}× | ${fmt(s.serverCores)} | ` +
-            `${s.eventsPerFrame === undefined ? "1" : fmt(s.eventsPerFrame)} | ` +
-            `${fmt(s.loaderCores)} | ${fmt(s.loaderUsPerDelivery)} | ${closes} |`,
-        );
-      }
-      push("");
-      for (const p of report.pairs ?? []) {
-        const lite = report.load.find((s) => s.target === p.target);
-        const share = lite?.storeShare;
-        push(
-          `${p.target} ÷ ${p.base}, events written per second (server-counted), window by window in ` +
-            `interleaved pairs: ${p.ratios.map((r) => `${fmt(100 * r)}%`).join(", ")}; median ` +
-            `**${fmt(100 * p.median)}%**.${
-              share === undefined
-                ? ""
-                : ` SQLite's write batches (statements and \`COMMIT\` with its fsync) held the ` +
-                  `event loop ${fmt(100 * share)}% of the time, in ${
-                    fmt(lite!.storeBatchesPerS ?? NaN)
-                  } commits/s (medians over windows, \`parley_store_write_*\`).`
-            }`,
-          "",
-        );
-      }
-    }
-    if (report.idle !== undefined) {
-      const base = report.idle.find((s) => s.target === BASELINE.label);
-      push(
-        "| server, clients | connections | held | processes | server RSS per connection | " +
-          "vs baseline | one published message reached |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-      );
-      for (const s of report.idle) {
-        for (const p of s.points) {
-          const b = base?.points.find((q) => q.connections === p.connections)?.bytesPerConnection;
-          const processes = p.nodes === undefined
-            ? "1"
-            : `${p.nodes}${s.target === BASELINE.label ? "" : " (Redis cluster)"}`;
-          push(
-            p.skipped !== undefined
-              ? `| ${s.target} | ${
-                fmt(p.connections)
-              } | — | — | not measured: ${p.skipped} | — | — |`
-              : `| ${s.target} | ${fmt(p.connections)} | ${fmt(p.held ?? 0)} | ${processes} | ${
-                fmt((p.bytesPerConnection ?? 0) / 1024)
-              } KiB | ${b ? `${fmt(p.bytesPerConnection! / b)}×` : "—"} | ${
-                p.reached === undefined
-                  ? "—"
-                  : `${fmt(p.reached)} within ${fmt((p.reachedMs ?? 0) / 1000)} s`
-              } |`,
-          );
-        }
-      }
-      push("");
-    }
-    if (report.profiles !== undefined) {
-      for (const { target, result } of report.profiles) {
-        const p = result.profile!;
-        const busy = p.windowMs - p.idleMs;
-        const cpuMs = result.serverCores * result.windowS * 1000;
-        push(
-          `**${target}**: ${fmt(result.deliveredPerS)} deliveries/s under the profiler, ` +
-            `${fmt(result.cpuUsPerDelivery)} µs CPU each. In the ${fmt(p.windowMs)} ms window ` +
-            `the process used ${fmt(cpuMs)} ms of CPU (/proc); V8 sampled ${fmt(busy)} ms on the ` +
-            `JS thread (JS, ops called from JS, GC ${fmt(p.gcMs)} ms). The other ${
-              fmt(Math.max(0, cpuMs - busy))
-            } ms (${
-              fmt(100 * Math.max(0, cpuMs - busy) / Math.max(1, cpuMs))
-            }%) ran outside JS: async op completions in the event loop (socket I/O, WebSocket ` +
-            `framing), other threads and the kernel; V8 counts them as idle.${
-              p.wholeProfile ? " (No samples fell in the window: whole profile shown.)" : ""
-            } Self time as a share of the sampled JS time:`,
-          "",
-          "| self time | function | where |",
-          "|---:|---|---|",
-          ...p.functions.map((f) => `| ${fmt(f.percent)}% | \`${f.name}\` | ${f.where || "—"} |`),
-          "",
-          "By file: " + p.files.map((f) => `${f.file} ${fmt(f.percent)}%`).join(", ") + ".",
-          "",
-        );
-      }
-    }
-  }
   return lines.join("\n");
 }

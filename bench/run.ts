@@ -4,13 +4,17 @@
  *
  *     deno task bench [--quick] [--only NAME[,NAME…]] [--runs N] [--loaders N] [--no-write]
  *                     [--parley-flag=--name=value …] [--loader-prof DIR]
+ *     deno task bench --render
  *
  * Scenarios (names for `--only`): `light` (1,000 clients, 20 messages/s in: latency), `100k`
  * (1,000 clients, 100 messages/s in: 100,000 deliveries/s must keep up), `saturation` (1,000
  * clients, 20 closed-loop senders: deliveries/s and server CPU per delivery), `bigroom` (5,000
  * clients, 10 messages/s in), `idle` (server RSS per open connection at 10,000 and 50,000), `sqlite`
  * (saturation with the SQLite store against `memory:`), `profile` (one saturation run of each
- * server under `--cpu-prof`, summarised by self time). Each load scenario measures the bare
+ * server under `--cpu-prof`, summarised by self time), `overload` (every client of a room sends
+ * 3,000-character messages at the server's default rate limit: what it stores, how many senders it
+ * answers `overloaded`, and that no reader is cut), `flood` (one sender as fast as it can, rate
+ * limit lifted, 1,000 readers). Each load scenario but the last two measures the bare
  * baseline (`bench/baseline_bare.ts`) and Parley with `parley.v1` clients and with plain clients;
  * every measurement starts a fresh server (`sqlite`: two servers per client kind, for all its
  * interleaved windows).
@@ -23,8 +27,10 @@
  * run. The `sqlite` scenario instead runs a SQLite and a `memory:` server side by side and loads
  * them in turn, in interleaved pairs of short windows (see `measureInterleaved`); its
  * verdict is the median of the per-pair ratios: a 5–10% effect is below the ±15% spread that
- * separate runs show here. Writes `bench/results/<date>[-quick].json` and the results section of
- * docs/BENCHMARKS.md (between its markers) unless `--no-write`.
+ * separate runs show here. Writes `bench/results/<date>[-quick][-<--only names>].json` unless
+ * `--no-write`, then redraws the results section of docs/BENCHMARKS.md (between its markers) from
+ * the newest run of each scenario in `bench/results/`, so a run of a few scenarios updates those
+ * and keeps the rest. `--render` only redraws it.
  *
  * `--quick` is for development and CI smoke: one run, 1 s warm-up, 3 s window, 200 clients (1,000
  * in the big room), idle at 2,000 and 5,000 connections. Its numbers are indicative only.
@@ -39,7 +45,7 @@ import { join } from "node:path";
 import { type IdleResult, measureIdle } from "./idle.ts";
 import { type LoadResult, measureInterleaved, measureLoad } from "./measure.ts";
 import { BENCH, FD_HARD_LIMIT, HAS_TASKSET, loadavg, machine, ROOT } from "./proc.ts";
-import { fmt, markdown, verdicts } from "./report.ts";
+import { fmt, fmtCount, markdown, type RunResults, verdicts } from "./report.ts";
 import { type Options, runOrder, scenarios } from "./scenarios.ts";
 import { pairRatios, type ScenarioReport, summarizeIdle, summarizeLoad } from "./summary.ts";
 
@@ -53,6 +59,7 @@ function parseOptions(args: string[]): Options {
       runs: { type: "string" },
       loaders: { type: "string", default: "1" },
       "no-write": { type: "boolean", default: false },
+      render: { type: "boolean", default: false },
       "parley-flag": { type: "string", multiple: true },
       "loader-prof": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
@@ -62,7 +69,9 @@ function parseOptions(args: string[]): Options {
   if (values.help) {
     console.log(
       "Usage: deno task bench [--quick] [--only NAME[,NAME…]] [--runs N] [--loaders N] " +
-        "[--no-write] [--parley-flag=--name=value …] [--loader-prof DIR]\nScenarios: " +
+        "[--no-write] [--parley-flag=--name=value …] [--loader-prof DIR]\n" +
+        "       deno task bench --render   (redraw docs/BENCHMARKS.md from bench/results/)\n" +
+        "Scenarios: " +
         scenarios(false).map((s) => s.name).join(", "),
     );
     Deno.exit(0);
@@ -82,6 +91,7 @@ function parseOptions(args: string[]): Options {
     only,
     loaders,
     write: !values["no-write"],
+    render: values.render,
     parleyFlags: values["parley-flag"] ?? [],
     loaderProf: values["loader-prof"],
     warmupMs: values.quick ? 1_000 : 2_000,
@@ -92,9 +102,38 @@ function parseOptions(args: string[]): Options {
 const START_MARK = "<!-- bench:results:start -->";
 const END_MARK = "<!-- bench:results:end -->";
 
+const RESULTS = join(BENCH, "results");
+const DOC = join(ROOT, "docs", "BENCHMARKS.md");
+
+/** Reads every results file in `bench/results/`. */
+async function readResults(): Promise<RunResults[]> {
+  const runs: RunResults[] = [];
+  for await (const entry of Deno.readDir(RESULTS)) {
+    if (!entry.isFile || !entry.name.endsWith(".json")) continue;
+    const json = JSON.parse(await Deno.readTextFile(join(RESULTS, entry.name)));
+    runs.push({ file: entry.name, machine: json.machine, scenarios: json.scenarios });
+  }
+  return runs;
+}
+
+/** Writes `paths` in deno fmt's shape, so `deno task check` stays clean. */
+async function format(...paths: string[]): Promise<void> {
+  await new Deno.Command(Deno.execPath(), {
+    args: ["fmt", "--quiet", ...paths],
+    cwd: ROOT,
+    stdout: "null",
+  }).output();
+}
+
+/** Redraws the results section of docs/BENCHMARKS.md from `bench/results/`. */
+async function render(): Promise<void> {
+  await writeMarkdown(markdown(await readResults()));
+  await format(DOC);
+}
+
 /** Replaces the section between the markers of docs/BENCHMARKS.md (appends one if missing). */
 async function writeMarkdown(section: string): Promise<void> {
-  const path = join(ROOT, "docs", "BENCHMARKS.md");
+  const path = DOC;
   let text: string;
   try {
     text = await Deno.readTextFile(path);
@@ -113,6 +152,11 @@ async function writeMarkdown(section: string): Promise<void> {
 
 async function main(args: string[]): Promise<void> {
   const options = parseOptions(args);
+  if (options.render) {
+    await render();
+    console.log(`Wrote the results section of docs/BENCHMARKS.md from ${RESULTS}`);
+    return;
+  }
   const m = await machine(options, args);
   const selected = scenarios(options.quick).filter((s) =>
     options.only.size === 0 || options.only.has(s.name)
@@ -128,8 +172,14 @@ async function main(args: string[]): Promise<void> {
       name: scenario.name,
       title: scenario.title,
       kind: scenario.kind,
+      ...(scenario.kind === "load" && scenario.serverDefaults !== undefined
+        ? { serverDefaults: scenario.serverDefaults }
+        : {}),
+      ...(scenario.kind === "load" ? { mode: scenario.mode } : {}),
+      ...(scenario.kind === "load" && scenario.note !== undefined ? { note: scenario.note } : {}),
       raw: [],
     };
+    if (report.note !== undefined) console.log(`  Note: ${report.note}.`);
     if (scenario.kind === "profile") {
       report.profiles = [];
       for (const target of scenario.targets) {
@@ -189,6 +239,14 @@ async function main(args: string[]): Promise<void> {
                 Math.abs(r.clientCountRatio - 1) > 0.02
                   ? `, clients counted ${fmt(r.clientCountRatio)}× the server's events`
                   : ""
+              }${
+                r.overloaded === undefined
+                  ? ""
+                  : `, ${fmt(r.sentPerS)} sent/s, ${fmt((r.stored ?? 0) / r.windowS)} stored/s, ${
+                    fmt(r.overloaded / r.windowS)
+                  } overloaded/s, ${fmtCount(r.rateLimited ?? 0)} rate-limited, ${
+                    fmtCount(r.slowConsumerCloses ?? 0)
+                  } cut (4008)`
               }, loader ${fmt(r.loaderCores)} cores (${fmt(r.loaderUsPerDelivery)} µs/delivery)${
                 Object.keys(r.closes).length > 0 ? `, closes ${JSON.stringify(r.closes)}` : ""
               }`,
@@ -223,25 +281,21 @@ async function main(args: string[]): Promise<void> {
     reports.push(report);
   }
   m.loadavgEnd = loadavg();
-  const section = markdown(m, reports);
-  console.log(`\n${section}`);
+  const name = `${m.date.slice(0, 10)}${options.quick ? "-quick" : ""}${
+    options.only.size === 0 ? "" : `-${[...options.only].join("-")}`
+  }.json`;
+  console.log(`\n${markdown([{ file: name, machine: m, scenarios: reports }])}`);
   if (options.write) {
-    const dir = join(BENCH, "results");
-    await Deno.mkdir(dir, { recursive: true });
-    const file = join(dir, `${m.date.slice(0, 10)}${options.quick ? "-quick" : ""}.json`);
+    await Deno.mkdir(RESULTS, { recursive: true });
+    const file = join(RESULTS, name);
     const json = {
       machine: m,
       verdicts: verdicts(reports),
       scenarios: reports,
     };
     await Deno.writeTextFile(file, JSON.stringify(json, null, 2) + "\n");
-    await writeMarkdown(section);
-    // Keep `deno task check` clean: write the files in deno fmt's shape.
-    await new Deno.Command(Deno.execPath(), {
-      args: ["fmt", "--quiet", join(ROOT, "docs", "BENCHMARKS.md"), file],
-      cwd: ROOT,
-      stdout: "null",
-    }).output();
+    await format(file);
+    await render();
     console.log(`Wrote ${file} and docs/BENCHMARKS.md`);
   }
 }

@@ -16,6 +16,8 @@ export interface Options {
   only: Set<string>;
   loaders: number;
   write: boolean;
+  /** Measure nothing: redraw the doc's results section from `bench/results/`. */
+  render: boolean;
   /** Extra flags for Parley, for experiments; recorded with the results. */
   parleyFlags: string[];
   /** Where load generators write a `--cpu-prof` profile each, when set. */
@@ -53,9 +55,19 @@ export interface LoadScenario {
   title: string;
   clients: number;
   senders: number;
-  mode: "rate" | "closed";
-  /** Messages per second in, for `rate` mode. */
+  /** How senders send: see `bench/loader.ts`. */
+  mode: "rate" | "paced" | "flood" | "closed";
+  /** Messages per second in, for `rate` and `paced` mode. */
   rate: number;
+  /** Characters of content per message; `CONTENT_CHARS` in proc.ts when absent. */
+  contentChars?: number;
+  /**
+   * Harness flags (`PARLEY_FLAGS` in proc.ts, by name without `--`) left out for this scenario,
+   * so the server runs with its own defaults for them.
+   */
+  serverDefaults?: string[];
+  /** Said with the results: how this scenario departs from what it was meant to measure. */
+  note?: string;
   targets: Target[];
   /**
    * When set, the targets are pairs to compare (`[A, B, C, D]` compares B with A and D with C),
@@ -85,6 +97,23 @@ export interface ProfileScenario {
 
 /** One scenario of the benchmark, by `kind`. */
 export type Scenario = LoadScenario | IdleScenario | ProfileScenario;
+
+/**
+ * The overload scenarios' load: every client of a room sends messages of this many characters at
+ * the server's default rate limit (10 frames/s, `--rate`), so the offered fan-out is
+ * clients² × 10 deliveries/s, far past what one core writes. The flood has one sender with the
+ * rate limit lifted and this many readers. Descriptors would allow 19,500 clients here; the load
+ * generator's one core is the limit (see {@link OVERLOAD_NOTE}).
+ */
+export const OVERLOAD_CLIENTS = 1_000;
+/** Why the overload scenario has fewer clients than the 2,000 it was meant to have. */
+export const OVERLOAD_NOTE = "1,000 clients, not 2,000: at 2,000 the load generator fell " +
+  "behind its clock (9 messages due per sender at once)";
+export const OVERLOAD_RATE_PER_CLIENT = 10;
+export const OVERLOAD_CONTENT_CHARS = 3_000;
+export const FLOOD_READERS = 1_000;
+/** The server's own limits the overload scenario keeps: its rate limit and its outbox bounds. */
+const SERVER_LIMITS = ["rate", "burst", "outbox-messages", "outbox-bytes"];
 
 /** Lists every scenario in the order a run measures them; `quick` shrinks them. */
 export function scenarios(quick: boolean): Scenario[] {
@@ -157,6 +186,35 @@ export function scenarios(quick: boolean): Scenario[] {
       pairs: quick ? SQLITE_PAIRS_QUICK : SQLITE_PAIRS,
     },
     {
+      kind: "load",
+      name: "overload",
+      title: `Overload: ${fmtCount(OVERLOAD_CLIENTS)} clients each sending ${
+        fmtCount(OVERLOAD_CONTENT_CHARS)
+      }-character messages at ${OVERLOAD_RATE_PER_CLIENT}/s (default limits)`,
+      clients: OVERLOAD_CLIENTS,
+      senders: OVERLOAD_CLIENTS,
+      mode: "paced",
+      rate: OVERLOAD_CLIENTS * OVERLOAD_RATE_PER_CLIENT,
+      contentChars: OVERLOAD_CONTENT_CHARS,
+      serverDefaults: SERVER_LIMITS,
+      note: OVERLOAD_NOTE,
+      targets: [PARLEY_PLAIN],
+    },
+    {
+      kind: "load",
+      name: "flood",
+      title: `Flood: one sender as fast as it can (rate limit lifted), ${
+        fmtCount(FLOOD_READERS)
+      } readers, ${fmtCount(OVERLOAD_CONTENT_CHARS)}-character messages`,
+      clients: FLOOD_READERS + 1,
+      senders: 1,
+      mode: "flood",
+      rate: 0,
+      contentChars: OVERLOAD_CONTENT_CHARS,
+      serverDefaults: ["outbox-messages", "outbox-bytes"],
+      targets: [PARLEY_PLAIN],
+    },
+    {
       kind: "profile",
       name: "profile",
       title: `Where server time goes at saturation (--cpu-prof, ${clients} clients)`,
@@ -181,4 +239,9 @@ export function runOrder<T>(targets: readonly T[], run: number, paired: boolean)
     pairs.push(run % 2 === 1 ? [targets[i]!, targets[i + 1]!] : [targets[i + 1]!, targets[i]!]);
   }
   return rotate(pairs).flat();
+}
+
+/** Groups thousands: 2,000. */
+function fmtCount(n: number): string {
+  return n.toLocaleString("en-US");
 }

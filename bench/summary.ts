@@ -38,6 +38,14 @@ export interface LoadSummary {
   serverRssMiB: number;
   closes: Record<string, number>;
   resends: number;
+  /** Parley only (medians per second over the runs): chat messages stored, `overloaded` answers. */
+  storedPerS?: number;
+  overloadedPerS?: number;
+  /** Parley only, summed over the runs: frames refused by the rate limiter, and 4008 closes. */
+  rateLimited?: number;
+  slowConsumerCloses?: number;
+  /** The load generator's clock: most messages one sender had due at once, over the runs. */
+  maxDuePerSender?: number;
 }
 
 /** Summarizes load results per target, in the order the targets first appear. */
@@ -86,6 +94,17 @@ export function summarizeLoad(results: LoadResult[]): LoadSummary[] {
       serverRssMiB: round(median(rs.map((r) => r.serverRssMiB)), 1),
       closes,
       resends: rs.reduce((n, r) => n + r.resends, 0),
+      ...(rs.every((r) => r.maxDuePerSender !== undefined)
+        ? { maxDuePerSender: Math.max(...rs.map((r) => r.maxDuePerSender)) }
+        : {}),
+      ...(rs.every((r) => r.overloaded !== undefined)
+        ? {
+          storedPerS: Math.round(median(rs.map((r) => (r.stored ?? NaN) / r.windowS))),
+          overloadedPerS: Math.round(median(rs.map((r) => r.overloaded! / r.windowS))),
+          rateLimited: rs.reduce((n, r) => n + (r.rateLimited ?? 0), 0),
+          slowConsumerCloses: rs.reduce((n, r) => n + (r.slowConsumerCloses ?? 0), 0),
+        }
+        : {}),
     };
   });
 }
@@ -141,6 +160,12 @@ export interface ScenarioReport {
   name: string;
   title: string;
   kind: Scenario["kind"];
+  /** Harness flags this scenario left out, so the server ran with its defaults for them. */
+  serverDefaults?: string[];
+  /** How a load scenario's senders send (see `LoadScenario.mode`). */
+  mode?: "rate" | "paced" | "flood" | "closed";
+  /** The scenario's note, if any (see `LoadScenario.note`). */
+  note?: string;
   load?: LoadSummary[];
   idle?: IdleSummary[];
   profiles?: { target: string; result: LoadResult }[];
