@@ -16,7 +16,7 @@
  *   promise when its effect completes later (stored and published, applied by the hub, answered);
  *   the connection's later frames wait for it, except that consecutive `message`/`direct` frames
  *   run together (the store resolves appends in call order, so their ids and publishes keep the
- *   order). {@link FrameOrder} (http/frame_order.ts) keeps that order; only connections with
+ *   order). {@link FrameOrder} (delivery/frame_order.ts) keeps that order; only connections with
  *   work in flight have state there, bounded by {@link MAX_QUEUED_FRAMES} and
  *   {@link MAX_QUEUED_BYTES}, and dropped when the connection closes.
  */
@@ -24,7 +24,7 @@ import { getLogger } from "@logtape/logtape";
 import type { Verifier } from "./auth/mod.ts";
 import type { Broker } from "./backends/broker/mod.ts";
 import type { Client, ClientHandler } from "./client.ts";
-import { FrameOrder, MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES } from "./http/frame_order.ts";
+import { FrameOrder, MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES } from "./delivery/frame_order.ts";
 import type { Hub } from "./hub.ts";
 import {
   type ChatMessage,

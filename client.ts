@@ -3,7 +3,7 @@
  *
  * Ownership:
  * - A Client owns its socket's writes: `flush`, inherited from {@link OutboxWriter}
- *   (http/outbox_writer.ts, with the outbox, slow-consumer and coalescing rules), is the only
+ *   (delivery/outbox_writer.ts, with the outbox, slow-consumer and coalescing rules), is the only
  *   caller of `socket.send`. Everyone else calls `enqueue`, synchronous and never blocking.
  * - The Hub owns room membership: {@link Client.addRoom} and {@link Client.removeRoom} are for the
  *   Hub only; others read it with {@link Client.inRoom} and {@link Client.rooms}.
@@ -17,7 +17,7 @@
  *
  * Code above this file never sees a raw WebSocket, only a {@link SocketLike}.
  */
-import { type FlushObserver, OutboxWriter, type WriteLimits } from "./http/outbox_writer.ts";
+import { type FlushObserver, OutboxWriter, type WriteLimits } from "./delivery/outbox_writer.ts";
 import { Close, type CloseCode, exceedsUtf8 } from "./message.ts";
 
 export type { FlushObserver };

@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
 import { fakeClient, RecordingHandler } from "./tests/helpers/fakes.ts";
 import { OpeningWatch } from "./server.ts";
-import { BatchCache, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, SOCKET_HIGH_WATER_BYTES } from "./flush.ts";
+import {
+  BatchCache,
+  MAX_BATCH_BYTES,
+  MAX_BATCH_EVENTS,
+  SOCKET_HIGH_WATER_BYTES,
+} from "./delivery/flush.ts";
 import { prepare, type PreparedFrame, utf8Bytes } from "./message.ts";
 
 const frame = (n: number): PreparedFrame => prepare({ type: "message", id: n });

@@ -22,7 +22,7 @@ import { createVerifier, type Verifier } from "./auth/mod.ts";
 import { type Broker, openBroker } from "./backends/broker/mod.ts";
 import { Chat, type ChatObserver } from "./chat.ts";
 import { type Client, CLOSE_LINGER_MS, CLOSE_WATCHDOG_MS } from "./client.ts";
-import { Flusher } from "./flush.ts";
+import { Flusher } from "./delivery/flush.ts";
 import { type Config, parseConfig, summarize } from "./config/mod.ts";
 import { Hub } from "./hub.ts";
 import { Close, FrameParser } from "./message.ts";

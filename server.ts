@@ -1,6 +1,6 @@
 /**
  * HTTP: the route table and the WebSocket upgrade; the other routes' answers are `Api`'s
- * (http/api.ts).
+ * (delivery/api.ts).
  *
  * The upgrade handler does every check that can fail (method, headers, origin, limits, identity,
  * subprotocol) before it calls `Deno.upgradeWebSocket`, and between that call and returning its
@@ -22,9 +22,9 @@ import {
   type FlushObserver,
   type OpeningDeadlines,
 } from "./client.ts";
-import type { FlushScheduler } from "./flush.ts";
+import type { FlushScheduler } from "./delivery/flush.ts";
 import type { Hub } from "./hub.ts";
-import { Api, error, json, type MetricsPage } from "./http/api.ts";
+import { Api, error, json, type MetricsPage } from "./delivery/api.ts";
 import { MAX_USER_CHARS, SUBPROTOCOL, validUserName } from "./message.ts";
 import type { Presence } from "./backends/presence/mod.ts";
 import type { MessageStore } from "./backends/store/mod.ts";

@@ -10,7 +10,7 @@ import {
   OPEN,
   type SocketLike,
 } from "../../client.ts";
-import type { FlushScheduler } from "../../flush.ts";
+import type { FlushScheduler } from "../../delivery/flush.ts";
 import { utf8Bytes } from "../../message.ts";
 
 type Listener = ((event: never) => void) | EventListenerObject;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { fakeClient } from "./tests/helpers/fakes.ts";
+import { fakeClient } from "../tests/helpers/fakes.ts";
 import {
   BACKLOG_RETRY_MS,
   BatchCache,
@@ -11,7 +11,7 @@ import {
   SOCKET_HIGH_WATER_BYTES,
   STARVED_MS,
 } from "./flush.ts";
-import { prepare, type PreparedFrame } from "./message.ts";
+import { prepare, type PreparedFrame } from "../message.ts";
 
 const frame = (n: number): PreparedFrame => prepare({ type: "message", id: n });
 

@@ -18,7 +18,7 @@ import {
   LAG_GRACE_MS,
   type SendBudget,
   SOCKET_HIGH_WATER_BYTES,
-} from "../flush.ts";
+} from "./flush.ts";
 import type { SocketLike } from "../client.ts";
 import { Close, type CloseCode, type PreparedFrame } from "../message.ts";
 

@@ -20,7 +20,7 @@
  *   make room.
  */
 import { clearImmediate, setImmediate } from "node:timers";
-import type { PreparedFrame } from "./message.ts";
+import type { PreparedFrame } from "../message.ts";
 
 /**
  * Most frames, and about the most bytes, one flush pass hands to all sockets together. Every
