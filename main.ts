@@ -133,7 +133,7 @@ export async function startParley(config: Config, options: StartOptions = {}): P
     openMode: verifier === undefined,
     ...(verifier === undefined ? {} : { verifier }),
     outboxMessages: config.outboxMessages,
-    admit: (client) => limiter.admit(client),
+    admit: (client) => limiter.admit(client, !scheduler.overloaded),
     overloaded: () => scheduler.overloaded,
     observer: chatObserver(metrics),
   });

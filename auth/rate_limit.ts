@@ -39,8 +39,12 @@ export class RateLimiter<K extends object> {
     this.#now = options.now ?? Date.now;
   }
 
-  /** Takes one token for `key`; says whether the frame may proceed. */
-  admit(key: K): Admission {
+  /**
+   * Takes one token for `key`; says whether the frame may proceed. With `strike` false a refusal
+   * does not count toward `abuse`: the server passes false while it is overloaded, because frames
+   * it reads late arrive bunched and the bunching is its doing, not the client's.
+   */
+  admit(key: K, strike = true): Admission {
     const now = this.#now();
     const { rate, burst, strikes } = this.#options;
     let bucket = this.#buckets.get(key);
@@ -56,6 +60,7 @@ export class RateLimiter<K extends object> {
       bucket.strikes = 0;
       return "ok";
     }
+    if (!strike) return "limited";
     bucket.strikes++;
     return bucket.strikes >= strikes ? "abuse" : "limited";
   }
