@@ -37,7 +37,7 @@ import {
   PROTOCOL_VERSION,
   type ServerFrame,
 } from "./message.ts";
-import { Queue } from "./queue.ts";
+import { Queue } from "./delivery/queue.ts";
 
 /** Default capacity of the hub's event queue. */
 export const HUB_QUEUE_CAPACITY = 65_536;
