@@ -134,6 +134,8 @@ export class Client extends OutboxWriter<ClientLimits> {
   #linger: ReturnType<typeof setTimeout> | undefined;
   #opened = false;
   #closing = false;
+  /** The close frame this side sent, once it did. */
+  #sent: CloseCode | undefined;
   /** A close is decided and waits for the peer to go quiet: its frames are discarded. */
   #draining = false;
   #closed = false;
@@ -287,6 +289,7 @@ export class Client extends OutboxWriter<ClientLimits> {
     if (!this.#closing && this.pending > 0) this.flush();
     this.#closing = true;
     this.dropOutbox();
+    this.#sent = close;
     try {
       this.socket.close(close.code, close.reason);
     } catch {
@@ -308,8 +311,16 @@ export class Client extends OutboxWriter<ClientLimits> {
         return this.#onMessage(event as MessageEvent);
       case "open":
         return this.#onOpen();
-      case "close":
-        return this.#finish((event as CloseEvent).code, (event as CloseEvent).reason);
+      case "close": {
+        const { code, reason } = event as CloseEvent;
+        // A peer that drops the connection instead of echoing our close frame leaves Deno with
+        // no code (0, 1005 or 1006): the connection was still closed with ours.
+        const sent = this.#sent;
+        if (sent !== undefined && (code === 0 || code === 1005 || code === 1006)) {
+          return this.#finish(sent.code, `${sent.reason} (the peer sent no close frame)`);
+        }
+        return this.#finish(code, reason);
+      }
     }
   }
 

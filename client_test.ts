@@ -251,6 +251,18 @@ Deno.test("Client closing a peer that is still sending waits until it is quiet, 
   assert.equal(client.enqueue(prepare({ type: "ack", ref: "after" })), false);
 });
 
+Deno.test("Client reports the code it closed with when the peer drops the connection without echoing it", () => {
+  const handler = new RecordingHandler();
+  const { client, socket } = fakeClient({ handler });
+  socket.answersClose = false;
+  client.close({ code: 4008, reason: "Slow consumer" });
+  socket.peerClosed(1006, "");
+  assert.deepEqual(handler.closes.map((c) => c.code), [4008]);
+  const other = fakeClient();
+  other.socket.peerClosed(1006, "");
+  assert.equal(other.client.active, false);
+});
+
 Deno.test("Client.expireAt() closes with 4001 when the token expires, unless moved later", async () => {
   const soon = fakeClient();
   soon.client.expireAt(new Date(Date.now() + 20));
