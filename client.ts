@@ -345,6 +345,7 @@ export class Client extends OutboxWriter<ClientLimits> {
   #onMessage(event: MessageEvent): void {
     // Read on every frame: a close decides from it whether the peer is still sending.
     this.#lastFrameAt = performance.now();
+    this.limits.scheduler.inbound?.();
     if (this.#closing || this.#closed || this.#draining) return;
     this.#framesIn++;
     const data: unknown = event.data;

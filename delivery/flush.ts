@@ -15,7 +15,8 @@
  *   tick), never on what piled up while it was not.
  * - `socket.send()` never pushes back, so memory is bounded from the other side: when the
  *   outboxes together pass {@link EGRESS_PRESSURE_BYTES}, or a pass asked for has not run for
- *   {@link STARVED_MS}, {@link Flusher.overloaded} is true and the chat layer answers senders
+ *   {@link STARVED_MS} while {@link STARVED_FRAMES} inbound frames were handled,
+ *   {@link Flusher.overloaded} is true and the chat layer answers senders
  *   `overloaded` instead of storing (their clients retry by `ref`). Readers are never cut to
  *   make room.
  */
@@ -42,9 +43,13 @@ export const MAX_TICK_CREDIT_MS = 2 * BACKLOG_RETRY_MS;
 export const LAG_GRACE_MS = 250;
 /** Bytes queued in all outboxes together past which senders are told `overloaded`. */
 export const EGRESS_PRESSURE_BYTES = 64 * 1024 * 1024;
-/** While bytes wait and no pass has run for this long (milliseconds), the loop is starved by
- * inbound frames and senders are told `overloaded`. Well above one loaded pass (~20 ms). */
+/** While a pass asked for has not run for this long (milliseconds) and {@link STARVED_FRAMES}
+ * inbound frames were handled meanwhile, the loop is starved by them and senders are told
+ * `overloaded`. Well above one loaded pass (~20 ms). */
 export const STARVED_MS = 100;
+/** Inbound frames that, with {@link STARVED_MS}, tell a flood from a machine that is merely busy
+ * (a process descheduled for a while handles few frames in that time). */
+export const STARVED_FRAMES = 512;
 /** Most events packed into one batch frame. */
 export const MAX_BATCH_EVENTS = 256;
 /** Most bytes packed into one batch frame; a single larger event still goes alone. */
@@ -76,6 +81,8 @@ export interface FlushScheduler {
   schedule(client: Flushable): void;
   /** The outbox bytes of every client of this scheduler; absent in unit tests. */
   readonly egress?: Egress;
+  /** Told of every inbound frame a client handles (see {@link Flusher.overloaded}). */
+  inbound?(): void;
 }
 
 /**
@@ -156,6 +163,8 @@ export class Flusher implements FlushScheduler {
   #retryArmedAt = 0;
   /** When the pending pass was asked for; undefined while none is pending. */
   #askedAt: number | undefined;
+  /** Inbound frames handled since then. */
+  #framesSinceAsked = 0;
   #closed = false;
   readonly #cache = new BatchCache();
   readonly #limit: Readonly<SendBudget>;
@@ -175,13 +184,19 @@ export class Flusher implements FlushScheduler {
 
   /**
    * Whether senders should be refused for now: the outboxes hold more than the pressure bound,
-   * or a pass was asked for more than {@link STARVED_MS} ago and has not run (inbound frames
-   * hold the loop). Cheap enough to ask for every inbound chat message.
+   * or a pass was asked for more than {@link STARVED_MS} ago and has not run while at least
+   * {@link STARVED_FRAMES} inbound frames were handled (a flood holds the loop). Cheap enough to
+   * ask for every inbound frame.
    */
   get overloaded(): boolean {
     if (this.egress.bytes > this.#pressureBytes) return true;
     const askedAt = this.#askedAt;
-    return askedAt !== undefined && this.#now() - askedAt > STARVED_MS;
+    return askedAt !== undefined && this.#framesSinceAsked >= STARVED_FRAMES &&
+      this.#now() - askedAt > STARVED_MS;
+  }
+
+  inbound(): void {
+    this.#framesSinceAsked++;
   }
 
   schedule(client: Flushable): void {
@@ -191,6 +206,7 @@ export class Flusher implements FlushScheduler {
     // written together, without the millisecond a zero timeout costs in Deno.
     if (this.#timer === undefined) {
       this.#askedAt = this.#now();
+      this.#framesSinceAsked = 0;
       this.#timer = setImmediate(this.#run);
     }
   }
@@ -230,6 +246,7 @@ export class Flusher implements FlushScheduler {
     }
     if (this.#dirty.length > 0 && !this.#closed) {
       this.#askedAt = this.#now();
+      this.#framesSinceAsked = 0;
       this.#timer = setImmediate(this.#run);
     }
   };

@@ -9,6 +9,7 @@ import {
   MAX_BATCH_EVENTS,
   MAX_TICK_CREDIT_MS,
   SOCKET_HIGH_WATER_BYTES,
+  STARVED_FRAMES,
   STARVED_MS,
 } from "./flush.ts";
 import { prepare, type PreparedFrame } from "../message.ts";
@@ -103,15 +104,20 @@ Deno.test("Flusher.overloaded reports the outboxes past their pressure bound, an
   flusher.close();
 });
 
-Deno.test("Flusher.overloaded reports a pass asked for and not run within STARVED_MS, never an idle one", () => {
+Deno.test("Flusher.overloaded reports a pass held off past STARVED_MS by a flood of inbound frames, not a merely slow or idle loop", () => {
   let now = 1_000;
   const flusher = new Flusher({ now: () => now });
-  const { client } = fakeClient({ scheduler: flusher });
+  const { client, socket } = fakeClient({ scheduler: flusher });
   now += 10 * STARVED_MS; // idle for long: nothing is waiting
   assert.equal(flusher.overloaded, false);
   client.enqueue(frame(1));
   assert.equal(flusher.overloaded, false, "just asked");
-  now += STARVED_MS + 1; // the loop never got to the pass
+  now += STARVED_MS + 1;
+  assert.equal(flusher.overloaded, false, "late, but few frames came: the machine is busy");
+  // Inbound frames as a flood delivers them, back to back, while the pass waits.
+  for (let i = 1; i < STARVED_FRAMES; i++) socket.receive('{"type":"ping"}');
+  assert.equal(flusher.overloaded, false, `${STARVED_FRAMES - 1} frames`);
+  socket.receive('{"type":"ping"}');
   assert.equal(flusher.overloaded, true);
   flusher.close();
   assert.equal(flusher.overloaded, false);
