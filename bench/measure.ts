@@ -9,6 +9,7 @@
 import type { LoaderReport, LoaderSpec } from "./loader.ts";
 import { type ProfileSummary, summarizeProfile } from "./profile.ts";
 import {
+  buildGoLoader,
   BULK_INTERVAL_MS,
   CONCURRENCY,
   CONNECT_MS,
@@ -86,6 +87,11 @@ export interface LoadResult {
    * lagged. */
   clientCountRatio: number;
   cpuUsPerDelivery: number;
+  /**
+   * Server CPU in the window over the deliveries the clients counted in it (the loader's window):
+   * the measure a load generator can take without the server's help, compared across generators.
+   */
+  cpuUsPerClientDelivery: number;
   /** Parley only, from /metrics over the window: frames written, and events per frame. */
   framesOutPerS?: number;
   eventsPerFrame?: number;
@@ -168,6 +174,7 @@ async function openSession(
   });
   const session: Session = { target, server, loaders: [], clients: 0 };
   try {
+    const goBinary = options.generator === "go" ? await buildGoLoader() : undefined;
     const clientShares = shares(scenario.clients, options.loaders);
     const senderShares = shares(senders, options.loaders);
     let offset = 0;
@@ -191,7 +198,7 @@ async function openSession(
         bulkIntervalMs: BULK_INTERVAL_MS,
       };
       offset += spec.clients;
-      session.loaders.push(new LoaderProc(spec, options.loaderProf));
+      session.loaders.push(new LoaderProc(spec, options.loaderProf, goBinary));
     }
     const loaders = session.loaders;
     const connected = await Promise.all(loaders.map((l) => l.event("connected", CONNECT_MS)));
@@ -290,6 +297,10 @@ async function measureWindow(
       3,
     ),
     cpuUsPerDelivery: round(serverCpu * 1e6 / Math.max(1, serverDelivered), 3),
+    cpuUsPerClientDelivery: round(
+      serverCpu * 1e6 / Math.max(1, delivered * windowS / loaderWindowS),
+      3,
+    ),
     ...(target.server !== "parley" ? {} : {
       framesOutPerS: Math.round(frames / windowS),
       eventsPerFrame: round(serverDelivered / Math.max(1, frames), 2),

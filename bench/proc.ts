@@ -281,15 +281,67 @@ export async function stopServer(server: Server): Promise<void> {
   await Deno.remove(server.dir, { recursive: true }).catch(() => {});
 }
 
-/** A load generator process (`bench/loader.ts`) and the line protocol that drives it. */
+/**
+ * Which load generator drives the clients: `deno` is `bench/loader.ts` (raw sockets on epoll,
+ * tuned to cost little); `go` is `bench/go/main.go` (gorilla/websocket, one goroutine per socket),
+ * written apart from it as an independent check of what the first one counts.
+ */
+export type Generator = "deno" | "go";
+
+/** Where the Go load generator's source is, and the environment that builds it offline from
+ * Debian's packages (golang-go, golang-github-gorilla-websocket-dev) in GOPATH mode. */
+const GO_SOURCE = join(BENCH, "go");
+const GO_ENV = { GOPATH: "/usr/share/gocode", GO111MODULE: "off", GOFLAGS: "" };
+
+let goBinary: Promise<string> | undefined;
+
+/**
+ * Builds the Go load generator once per process into a temporary directory and returns its path.
+ * Throws with the build's output, or with the packages to install when `go` is missing.
+ */
+export function buildGoLoader(): Promise<string> {
+  goBinary ??= (async () => {
+    const out = join(await Deno.makeTempDir({ prefix: "parley_go_loader_" }), "loader");
+    let result: Deno.CommandOutput;
+    try {
+      result = await new Deno.Command("go", {
+        args: ["build", "-o", out, "."],
+        cwd: GO_SOURCE,
+        env: GO_ENV,
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+      throw new Error(
+        "Cannot build the Go load generator: go is missing " +
+          "(apt-get install golang-go golang-github-gorilla-websocket-dev)",
+      );
+    }
+    if (!result.success) {
+      const text = new TextDecoder().decode(result.stderr).trim();
+      throw new Error(`Cannot build the Go load generator: ${text}`);
+    }
+    return out;
+  })();
+  // A failed build is not remembered: the next caller tries again (say, after an install).
+  goBinary.catch(() => goBinary = undefined);
+  return goBinary;
+}
+
+/** A load generator process and the line protocol that drives it (see `bench/loader.ts`). */
 export class LoaderProc {
   readonly proc: Proc;
-  /** Starts a loader for `spec`; with `profileDir`, it writes a `--cpu-prof` profile there. */
-  constructor(spec: LoaderSpec, profileDir: string | undefined) {
+  /**
+   * Starts a loader for `spec`: `bench/loader.ts`, or with `goBinary` (from
+   * {@link buildGoLoader}) the Go one. With `profileDir`, the Deno loader writes a `--cpu-prof`
+   * profile there.
+   */
+  constructor(spec: LoaderSpec, profileDir: string | undefined, goBinary?: string) {
     const nofile = Math.min(FD_HARD_LIMIT, spec.clients + FD_MARGIN + IDLE_CLIENTS_PER_LOADER);
     this.proc = new Proc(
       `loader ${spec.id}`,
-      [
+      goBinary !== undefined ? [goBinary, JSON.stringify(spec)] : [
         Deno.execPath(),
         "run",
         ...(profileDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${profileDir}`]),
@@ -357,6 +409,7 @@ export interface Machine {
   taskset: boolean;
   fdHardLimit: number;
   loaders: number;
+  generator: Options["generator"];
   loadavgStart: string;
   loadavgEnd: string;
   parleyFlags: string[];
@@ -386,6 +439,7 @@ export async function machine(options: Options, args: string[]): Promise<Machine
     taskset: HAS_TASKSET,
     fdHardLimit: FD_HARD_LIMIT,
     loaders: options.loaders,
+    generator: options.generator,
     loadavgStart: loadavg(),
     loadavgEnd: "",
     parleyFlags: [...PARLEY_FLAGS, ...options.parleyFlags],

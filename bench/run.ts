@@ -3,7 +3,7 @@
  * machine, with the same load generator.
  *
  *     deno task bench [--quick] [--only NAME[,NAME…]] [--runs N] [--loaders N] [--no-write]
- *                     [--parley-flag=--name=value …] [--loader-prof DIR]
+ *                     [--parley-flag=--name=value …] [--loader-prof DIR] [--generator deno|go]
  *     deno task bench --render
  *
  * Scenarios (names for `--only`): `light` (1,000 clients, 20 messages/s in: latency), `100k`
@@ -62,6 +62,7 @@ function parseOptions(args: string[]): Options {
       render: { type: "boolean", default: false },
       "parley-flag": { type: "string", multiple: true },
       "loader-prof": { type: "string" },
+      generator: { type: "string", default: "deno" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -69,7 +70,7 @@ function parseOptions(args: string[]): Options {
   if (values.help) {
     console.log(
       "Usage: deno task bench [--quick] [--only NAME[,NAME…]] [--runs N] [--loaders N] " +
-        "[--no-write] [--parley-flag=--name=value …] [--loader-prof DIR]\n" +
+        "[--no-write] [--parley-flag=--name=value …] [--loader-prof DIR] [--generator deno|go]\n" +
         "       deno task bench --render   (redraw docs/BENCHMARKS.md from bench/results/)\n" +
         "Scenarios: " +
         scenarios(false).map((s) => s.name).join(", "),
@@ -80,6 +81,10 @@ function parseOptions(args: string[]): Options {
   const only = new Set((values.only ?? []).flatMap((v) => v.split(",")).filter((v) => v !== ""));
   for (const name of only) {
     if (!names.has(name)) throw new Error(`Unknown scenario "${name}": one of ${[...names]}`);
+  }
+  const generator = values.generator;
+  if (generator !== "deno" && generator !== "go") {
+    throw new Error(`--generator must be deno or go, not "${generator}"`);
   }
   const runs = Number(values.runs ?? (values.quick ? 1 : 3));
   const loaders = Number(values.loaders);
@@ -94,6 +99,7 @@ function parseOptions(args: string[]): Options {
     render: values.render,
     parleyFlags: values["parley-flag"] ?? [],
     loaderProf: values["loader-prof"],
+    generator,
     warmupMs: values.quick ? 1_000 : 2_000,
     windowMs: values.quick ? 3_000 : 8_000,
   };
@@ -168,9 +174,12 @@ async function main(args: string[]): Promise<void> {
   const reports: ScenarioReport[] = [];
   for (const scenario of selected) {
     console.log(`\n## ${scenario.title}`);
+    // A run with the Go generator keeps its own scenario names, so the results section shows
+    // both generators' newest runs side by side instead of one replacing the other.
+    const go = options.generator === "go" && scenario.kind !== "idle";
     const report: ScenarioReport = {
-      name: scenario.name,
-      title: scenario.title,
+      name: go ? `${scenario.name}-go` : scenario.name,
+      title: go ? `${scenario.title} (Go load generator)` : scenario.title,
       kind: scenario.kind,
       ...(scenario.kind === "load" && scenario.serverDefaults !== undefined
         ? { serverDefaults: scenario.serverDefaults }
@@ -233,7 +242,9 @@ async function main(args: string[]): Promise<void> {
                 fmt(r.keepUp)
               }, p50 ${fmt(r.latencyMs.p50)} ms, p99 ${fmt(r.latencyMs.p99)} ms, ${
                 fmt(r.cpuUsPerDelivery)
-              } µs CPU/delivery, server ${fmt(r.serverCores)} cores${
+              } µs CPU/delivery (${fmt(r.cpuUsPerClientDelivery)} by the clients' count), server ${
+                fmt(r.serverCores)
+              } cores${
                 r.eventsPerFrame === undefined ? "" : `, ${fmt(r.eventsPerFrame)} events/frame`
               }${
                 Math.abs(r.clientCountRatio - 1) > 0.02
@@ -282,8 +293,8 @@ async function main(args: string[]): Promise<void> {
   }
   m.loadavgEnd = loadavg();
   const name = `${m.date.slice(0, 10)}${options.quick ? "-quick" : ""}${
-    options.only.size === 0 ? "" : `-${[...options.only].join("-")}`
-  }.json`;
+    options.generator === "go" ? "-go" : ""
+  }${options.only.size === 0 ? "" : `-${[...options.only].join("-")}`}.json`;
   console.log(`\n${markdown([{ file: name, machine: m, scenarios: reports }])}`);
   if (options.write) {
     await Deno.mkdir(RESULTS, { recursive: true });

@@ -22,6 +22,8 @@ export interface Options {
   parleyFlags: string[];
   /** Where load generators write a `--cpu-prof` profile each, when set. */
   loaderProf: string | undefined;
+  /** Which load generator drives the load scenarios (`--generator`); see `Generator` in proc.ts. */
+  generator: "deno" | "go";
   warmupMs: number;
   windowMs: number;
 }

@@ -23,6 +23,8 @@ export interface LoadSummary {
   p99Ms: number;
   cpuUsPerDelivery: number;
   cpuUsRange: [number, number];
+  /** See `LoadResult.cpuUsPerClientDelivery`; absent in results written before it existed. */
+  cpuUsPerClientDelivery?: number;
   /** Lowest and highest {@link LoadResult.clientCountRatio} of the runs. */
   clientCountRange: [number, number];
   /** The longest {@link LoadResult.loaderWindowS} over the harness's window, of the runs. */
@@ -71,6 +73,9 @@ export function summarizeLoad(results: LoadResult[]): LoadSummary[] {
       p99Ms: round(median(rs.map((r) => r.latencyMs.p99)), 3),
       cpuUsPerDelivery: round(median(cpu), 3),
       cpuUsRange: [Math.min(...cpu), Math.max(...cpu)],
+      ...(rs.every((r) => r.cpuUsPerClientDelivery !== undefined)
+        ? { cpuUsPerClientDelivery: round(median(rs.map((r) => r.cpuUsPerClientDelivery)), 3) }
+        : {}),
       clientCountRange: [
         Math.min(...rs.map((r) => r.clientCountRatio)),
         Math.max(...rs.map((r) => r.clientCountRatio)),
