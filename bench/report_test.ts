@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { BENCH, type Machine } from "./proc.ts";
-import { latestScenarios, markdown, type RunResults } from "./report.ts";
+import { latestScenarios, markdown, type RunResults, verdicts } from "./report.ts";
 import type { ScenarioReport } from "./summary.ts";
 
 const FULL_RUN = "2026-11-26.json";
@@ -95,4 +95,38 @@ Deno.test("markdown shows overload answers, rate-limit refusals and 4008 cuts", 
     /\| Overload: no reader cut with 4008.* \| 0 cut; 9,900 `overloaded`\/s \| met \|/,
   );
   assert.match(section, /`overload`: server defaults for `--rate`, `--burst`/);
+});
+
+Deno.test("verdicts judge 100k latency against the bare baseline's p99 of the same run", () => {
+  const row = (target: string, p99Ms: number, keepUp = 1) =>
+    ({
+      target,
+      p99Ms,
+      keepUp,
+      serverCores: 0.9,
+      serverCoreBusy: 0.9,
+      deliveredPerS: 100_000,
+    }) as unknown as NonNullable<ScenarioReport["load"]>[number];
+  const judge = (base: number, baseKeepUp: number, v1: number, plain: number) =>
+    verdicts([{
+      name: "100k",
+      title: "100k",
+      kind: "load",
+      raw: [],
+      load: [
+        row("baseline (bare Deno)", base, baseKeepUp),
+        row("Parley, parley.v1", v1),
+        row("Parley, plain", plain),
+      ],
+    }]).filter((v) => v.target.includes("p99 ≤ 1.5× the bare baseline's"))
+      .map((v) => `${v.measured}: ${v.status}`);
+  // The issue's run: plain clients waited 93× the bare loop's p99.
+  assert.deepEqual(judge(57.9, 1, 29.2, 5_402), [
+    "0.50× (29.2 ms vs 57.9 ms): met",
+    "93.3× (5,402 ms vs 57.9 ms): missed",
+  ]);
+  assert.deepEqual(judge(57.9, 0.7, 29.2, 80), [
+    "0.50× (29.2 ms vs 57.9 ms): inconclusive: the baseline fell behind",
+    "1.38× (80.0 ms vs 57.9 ms): inconclusive: the baseline fell behind",
+  ]);
 });
