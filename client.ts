@@ -239,6 +239,10 @@ export class Client extends OutboxWriter<ClientLimits> {
     this.#expiry = setTimeout(() => this.expireAt(when), Math.min(wait, MAX_TIMER_MS));
   }
 
+  protected override get closeDecided(): boolean {
+    return this.#closing || this.#closed || this.#draining || this.#sent !== undefined;
+  }
+
   /**
    * Starts the close handshake with a protocol close code; idempotent.
    *
@@ -250,7 +254,7 @@ export class Client extends OutboxWriter<ClientLimits> {
    * good; the watchdog reports the client closed after {@link CLOSE_WATCHDOG_MS} regardless.
    */
   override close(close: CloseCode): void {
-    if (this.#closing || this.#closed || this.#draining) return;
+    if (this.closeDecided) return;
     if (this.socket.readyState === CONNECTING) {
       // Deno ignores close() on a server socket that is not open yet and opens it anyway, which
       // would leave an uncounted socket behind: close it the moment it opens instead.
@@ -284,12 +288,14 @@ export class Client extends OutboxWriter<ClientLimits> {
   }
 
   /** Writes what is queued (unless the client is a slow consumer), then sends the close frame and
-   * starts the handshake's watchdog. */
+   * starts the handshake's watchdog; once. */
   #sendClose(close: CloseCode): void {
-    if (!this.#closing && this.pending > 0) this.flush();
+    if (this.#sent !== undefined || this.#closed) return;
+    // Set first: a send that throws in the flush below closes again, which must not recurse.
+    this.#sent = close;
+    if (!this.#closing) this.flushFinal();
     this.#closing = true;
     this.dropOutbox();
-    this.#sent = close;
     try {
       this.socket.close(close.code, close.reason);
     } catch {

@@ -7,7 +7,7 @@ import {
   MAX_BATCH_EVENTS,
   SOCKET_HIGH_WATER_BYTES,
 } from "./delivery/flush.ts";
-import { prepare, type PreparedFrame, utf8Bytes } from "./message.ts";
+import { Close, prepare, type PreparedFrame, utf8Bytes } from "./message.ts";
 
 const frame = (n: number): PreparedFrame => prepare({ type: "message", id: n });
 
@@ -106,15 +106,37 @@ Deno.test("Client is closed with 4008 only after its socket stayed behind for th
   assert.equal(client.enqueue(frame(2000)), false);
 });
 
-Deno.test("Client behind for its whole grace but within its bounds is held, not closed", () => {
+Deno.test("Client behind but within its bounds is held, and its grace starts only past them", () => {
   const { client, socket, flusher } = behindClient(100);
   client.enqueue(frame(1));
   client.wake(500);
   flusher.flushAll();
   assert.ok(client.active, "behind, but its backlog fits the bounds");
-  // One frame past the bound after the grace: closed at once, at enqueue.
-  for (let i = 0; client.active && i < 100; i++) client.enqueue(frame(i));
+  for (let i = 0; i < 40; i++) assert.ok(client.enqueue(frame(i)), "the grace starts now");
+  client.wake(60);
+  flusher.flushAll();
+  assert.ok(client.active);
+  client.wake(40);
+  flusher.flushAll();
   assert.deepEqual(socket.closedWith, { code: 4008, reason: "Slow consumer" });
+});
+
+Deno.test("Client whose peer takes a little at a time while more comes is cut; one catching up is not", () => {
+  for (const drainsFaster of [false, true]) {
+    const { client, socket, flusher } = behindClient(100);
+    let next = 0;
+    const big = (n: number) => prepare({ type: "message", id: n, content: "x".repeat(32 * 1024) });
+    for (let tick = 0; tick < 60 && client.active; tick++) {
+      // Three 32 KiB frames come per tick; the peer takes 64 KiB, enough to dip under the mark
+      // at every look (or, catching up, everything).
+      for (let i = 0; i < 3; i++) client.enqueue(big(next++));
+      if (drainsFaster) socket.drain();
+      else socket.drainBytes(64 * 1024);
+      client.wake(10);
+      flusher.flushAll();
+    }
+    assert.equal(client.active, drainsFaster, drainsFaster ? "caught up" : "a trickle is lag");
+  }
 });
 
 Deno.test("Client that catches up starts its grace again", () => {
@@ -261,6 +283,78 @@ Deno.test("Client reports the code it closed with when the peer drops the connec
   const other = fakeClient();
   other.socket.peerClosed(1006, "");
   assert.equal(other.client.active, false);
+});
+
+Deno.test("Client closed for another reason while it lags sends that close once, counts no 4008 and leaves no timer", () => {
+  let slowCuts = 0;
+  const handler = new RecordingHandler();
+  const { client, socket } = fakeClient({
+    handler,
+    outboxMessages: 1024,
+    outboxBytes: 400_000,
+    closeTimeoutMs: 50,
+    observer: {
+      frameOut() {},
+      observeOutboxBytes() {},
+      slowConsumerDisconnect: () => slowCuts++,
+    },
+  });
+  socket.answersClose = false;
+  socket.stalled = true;
+  const big = (n: number) => prepare({ id: n, pad: "x".repeat(100_000) });
+  for (let i = 0; i < 3; i++) client.enqueue(big(i));
+  assert.equal(client.flush(), true); // 300 KB unsent: past the mark
+  client.enqueue(prepare({ id: 9, pad: "y".repeat(150_000) }));
+  assert.equal(client.flush(), false); // held back, not lagging yet
+  client.wake(250); // its grace is up, and before its next flush a shutdown closes it
+  client.close(Close.goingAway);
+  assert.deepEqual(socket.closedWith, { code: 1001, reason: "Server shutting down" });
+  assert.equal(slowCuts, 0);
+  socket.peerClosed(1006, "");
+  assert.deepEqual(handler.closes.map((c) => c.code), [1001]);
+  // The op sanitizer fails this test if a second watchdog was left running.
+});
+
+Deno.test("Client lingering on a close counts no slow-consumer cut for frames it refuses meanwhile", async () => {
+  let slowCuts = 0;
+  const { client, socket, flusher } = fakeClient({
+    closeQuietMs: 20,
+    lagGraceMs: 0,
+    outboxMessages: 4,
+    observer: {
+      frameOut() {},
+      observeOutboxBytes() {},
+      slowConsumerDisconnect: () => slowCuts++,
+    },
+  });
+  socket.receive('{"type":"ping"}');
+  client.close({ code: 1008, reason: "Rate limit abuse" });
+  for (let i = 0; i < 20; i++) client.enqueue(frame(i));
+  flusher.flushAll();
+  assert.equal(slowCuts, 0);
+  const deadline = Date.now() + 5_000;
+  while (socket.closedWith === undefined && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  assert.deepEqual(socket.closedWith, { code: 1008, reason: "Rate limit abuse" });
+});
+
+Deno.test("Client whose send throws after a frame went out does not send it twice", () => {
+  let throws = 1;
+  const { client, socket } = fakeClient({
+    observer: {
+      frameOut() {
+        if (throws-- > 0) throw new Error("observer failed");
+      },
+      observeOutboxBytes() {},
+      slowConsumerDisconnect() {},
+    },
+  });
+  client.enqueue(prepare({ n: 1 }));
+  client.enqueue(prepare({ n: 2 }));
+  client.flush();
+  assert.deepEqual(socket.sent.map((t) => JSON.parse(t).n), [1, 2]);
+  assert.deepEqual(socket.closedWith, { code: 1011, reason: "Internal error" });
 });
 
 Deno.test("Client.expireAt() closes with 4001 when the token expires, unless moved later", async () => {

@@ -244,7 +244,8 @@ export class Flusher implements FlushScheduler {
       // of any that it stopped partway (those re-scheduled themselves) or that became dirty.
       this.#dirty = dirty.slice(next).concat(this.#dirty);
     }
-    if (this.#dirty.length > 0 && !this.#closed) {
+    // A client stopped by the budget may have asked for the next pass already.
+    if (this.#dirty.length > 0 && !this.#closed && this.#timer === undefined) {
       this.#askedAt = this.#now();
       this.#framesSinceAsked = 0;
       this.#timer = setImmediate(this.#run);

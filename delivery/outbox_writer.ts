@@ -79,8 +79,10 @@ export abstract class OutboxWriter<L extends WriteLimits = WriteLimits> {
   /** The server-wide account the outbox bytes are also counted in, when the scheduler has one. */
   readonly #egress: Egress | undefined;
   #scheduled = false;
-  /** Free time, in ms, the socket has been behind (over the high-water mark) without a break. */
+  /** Free time, in ms, the client has been behind with its backlog past a bound and not shrinking. */
   #behindMs = 0;
+  /** The backlog (outbox plus unsent bound) at the last flush, to tell progress from lag. */
+  #lastBacklog = 0;
   /** At least the socket's unsent bytes: its last `bufferedAmount` plus all sent since. */
   #unsentBound = 0;
   #framesOut = 0;
@@ -99,6 +101,9 @@ export abstract class OutboxWriter<L extends WriteLimits = WriteLimits> {
 
   /** Starts closing the connection with a protocol close code; idempotent. */
   abstract close(close: CloseCode): void;
+
+  /** Whether a close is already decided (the client lingers or closes): no 4008 is due then. */
+  protected abstract get closeDecided(): boolean;
 
   /** Frames written so far. */
   protected get framesOut(): number {
@@ -171,6 +176,20 @@ export abstract class OutboxWriter<L extends WriteLimits = WriteLimits> {
   flush(cache?: BatchCache, budget?: SendBudget): boolean {
     this.#scheduled = false;
     if (!this.active || this.socket.readyState !== SOCKET_OPEN) return true;
+    return this.#write(cache, budget, false);
+  }
+
+  /**
+   * Writes everything the outbox holds, past the high-water mark and with no slow-consumer check:
+   * the last frames before a close frame (the outbox is bounded, so this is too).
+   */
+  protected flushFinal(): void {
+    if (this.socket.readyState === SOCKET_OPEN && this.pending > 0) {
+      this.#write(undefined, undefined, true);
+    }
+  }
+
+  #write(cache: BatchCache | undefined, budget: SendBudget | undefined, final: boolean): boolean {
     // `bufferedAmount` is a call into the runtime (7% of JS time at saturation when read on
     // every flush). The socket's unsent bytes only grow by what we send, so their last reading
     // plus every byte sent since bounds them: while that bound is under the mark, the reading is
@@ -178,7 +197,12 @@ export abstract class OutboxWriter<L extends WriteLimits = WriteLimits> {
     if (this.#unsentBound > SOCKET_HIGH_WATER_BYTES) {
       this.#unsentBound = this.socket.bufferedAmount;
     }
-    if (this.#unsentBound > SOCKET_HIGH_WATER_BYTES) {
+    // Lag is a backlog past its bounds that does not shrink: a reader catching up after a flood
+    // shrinks it at every look, one that takes a little at a time while more comes does not.
+    const backlog = this.#outboxBytes + this.#unsentBound;
+    if (backlog < this.#lastBacklog || !this.#overBounds()) this.#behindMs = 0;
+    this.#lastBacklog = backlog;
+    if (!final && this.#unsentBound > SOCKET_HIGH_WATER_BYTES) {
       if (this.#overBounds() && this.#lagging()) {
         this.#slow();
         return true;
@@ -186,7 +210,6 @@ export abstract class OutboxWriter<L extends WriteLimits = WriteLimits> {
       this.#scheduled = true;
       return false;
     }
-    this.#behindMs = 0;
     const outbox = this.#outbox;
     let head = this.#outboxHead;
     const observer = this.limits.observer;
@@ -202,7 +225,7 @@ export abstract class OutboxWriter<L extends WriteLimits = WriteLimits> {
           return true;
         }
         if (
-          this.#unsentBound > SOCKET_HIGH_WATER_BYTES &&
+          !final && this.#unsentBound > SOCKET_HIGH_WATER_BYTES &&
           (this.#unsentBound = this.socket.bufferedAmount) > SOCKET_HIGH_WATER_BYTES
         ) {
           // The socket holds enough for now: the rest waits until the peer has taken some.
@@ -230,18 +253,21 @@ export abstract class OutboxWriter<L extends WriteLimits = WriteLimits> {
           }
         }
         this.socket.send(text);
+        // Past the frame before anything else can throw: a retry must not send it twice.
+        const events = end - head;
+        head = end;
+        this.#outboxHead = head;
         this.#outboxBytes -= bytes;
         if (egress !== undefined) egress.bytes -= bytes;
         // `bytes` counts the events; the frame adds brackets and commas (its exact UTF-8 size).
-        this.#unsentBound += end - head > 1 ? bytes + end - head + 1 : bytes;
+        this.#unsentBound += events > 1 ? bytes + events + 1 : bytes;
         if (budget !== undefined) {
           budget.frames--;
           budget.bytes -= bytes;
         }
         this.#framesOut++;
-        this.#eventsOut += end - head;
-        observer?.frameOut(end - head);
-        head = end;
+        this.#eventsOut += events;
+        observer?.frameOut(events);
       }
     } catch {
       // The socket died under us; its close event finishes the teardown.
@@ -256,6 +282,7 @@ export abstract class OutboxWriter<L extends WriteLimits = WriteLimits> {
   }
 
   #slow(): void {
+    if (this.closeDecided) return;
     this.limits.observer?.slowConsumerDisconnect();
     this.close(Close.slowConsumer);
   }
@@ -263,7 +290,7 @@ export abstract class OutboxWriter<L extends WriteLimits = WriteLimits> {
   /**
    * Re-schedules a flush that was held back by a socket that is behind; for the scheduler only.
    * `freeMs` is the time since the hold in which the server was free to write: it counts toward
-   * the client's lag until a flush finds the socket caught up.
+   * the client's lag until a flush finds its backlog within bounds or shrinking.
    */
   wake(freeMs = 0): void {
     if (!this.active) return;

@@ -54,6 +54,11 @@ export class FakeSocket implements SocketLike {
     this.#unsent = 0;
   }
 
+  /** The stalled peer reads `bytes` of what was sent. */
+  drainBytes(bytes: number): void {
+    this.#unsent = Math.max(0, this.#unsent - bytes);
+  }
+
   close(code = 1005, reason = ""): void {
     if (new TextEncoder().encode(reason).byteLength > 123) {
       throw new DOMException("Reason too long", "SyntaxError");
