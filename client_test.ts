@@ -457,12 +457,19 @@ Deno.test({
   sanitizeOps: true,
   sanitizeResources: true,
 }, async () => {
-  const watch = new OpeningWatch(40);
+  // The deadlines follow an injected clock; only the sweeps run on real timers, so a loaded
+  // machine can delay them but not change what they find.
+  let now = 0;
+  const watch = new OpeningWatch(40, () => now);
   const early = connectingClient(watch);
-  await new Promise((resolve) => setTimeout(resolve, 25));
+  now = 25;
   const late = connectingClient(watch);
   assert.equal(watch.size, 2);
-  await new Promise((resolve) => setTimeout(resolve, 35));
+  now = 45; // past early's deadline (40), within late's (65)
+  const deadline = Date.now() + 5_000;
+  while (early.handler.calls.length === 0 && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
   assert.deepEqual(early.handler.calls, ["closed:1006"], "past its deadline");
   assert.deepEqual(late.handler.calls, [], "still within its own");
   assert.equal(watch.size, 1);
