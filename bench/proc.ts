@@ -301,7 +301,9 @@ let goBinary: Promise<string> | undefined;
  */
 export function buildGoLoader(): Promise<string> {
   goBinary ??= (async () => {
-    const out = join(await Deno.makeTempDir({ prefix: "parley_go_loader_" }), "loader");
+    const dir = await Deno.makeTempDir({ prefix: "parley_go_loader_" });
+    globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+    const out = join(dir, "loader");
     let result: Deno.CommandOutput;
     try {
       result = await new Deno.Command("go", {
