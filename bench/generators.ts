@@ -52,6 +52,7 @@ if (import.meta.main) {
         parleyFlags: [],
         loaderProf: undefined,
         generator,
+        bun: false,
         warmupMs: WARMUP_MS,
         windowMs: WINDOW_MS,
       };

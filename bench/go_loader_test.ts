@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import type { LoaderReport, LoaderSpec } from "./loader.ts";
 import { buildGoLoader, LoaderProc, REPORT_MS, startServer, stopServer } from "./proc.ts";
-import { BASELINE, PARLEY_PLAIN, PARLEY_V1, type Target } from "./scenarios.ts";
+import { BASELINE, BUN, PARLEY_PLAIN, PARLEY_V1, type Target } from "./scenarios.ts";
 
 /** Messages the closed-loop senders must have had answered before the window closes. */
 const WANTED = 30;
@@ -91,4 +91,9 @@ Deno.test("The Go loader counts each event of Parley's parley.v1 batch frames", 
   const { report, protocols } = await closedLoopWindow(PARLEY_V1, 6, 6);
   assert.deepEqual(protocols, { "parley.v1": 6 });
   assertCounted(report, 6, 6);
+});
+
+Deno.test("Bun's pub/sub peer broadcasts every message to every client, the sender included", async () => {
+  const { report } = await closedLoopWindow(BUN, 5, 2);
+  assertCounted(report, 5, 2);
 });

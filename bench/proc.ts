@@ -245,6 +245,8 @@ export async function startServer(target: Target, options: ServerOptions): Promi
   const prof = profileDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${profileDir}`];
   const command = target.server === "baseline"
     ? [deno, "run", "-A", ...prof, join(BENCH, "baseline_bare.ts"), "0"]
+    : target.server === "bun"
+    ? ["bun", "run", join(BENCH, "baseline_bun.ts"), "0"]
     : [
       deno,
       "run",

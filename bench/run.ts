@@ -4,6 +4,7 @@
  *
  *     deno task bench [--quick] [--only NAME[,NAME…]] [--runs N] [--loaders N] [--no-write]
  *                     [--parley-flag=--name=value …] [--loader-prof DIR] [--generator deno|go]
+ *                     [--bun]
  *     deno task bench --render
  *
  * Scenarios (names for `--only`): `light` (1,000 clients, 20 messages/s in: latency), `100k`
@@ -63,6 +64,7 @@ function parseOptions(args: string[]): Options {
       "parley-flag": { type: "string", multiple: true },
       "loader-prof": { type: "string" },
       generator: { type: "string", default: "deno" },
+      bun: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -70,7 +72,8 @@ function parseOptions(args: string[]): Options {
   if (values.help) {
     console.log(
       "Usage: deno task bench [--quick] [--only NAME[,NAME…]] [--runs N] [--loaders N] " +
-        "[--no-write] [--parley-flag=--name=value …] [--loader-prof DIR] [--generator deno|go]\n" +
+        "[--no-write] [--parley-flag=--name=value …] [--loader-prof DIR] [--generator deno|go] " +
+        "[--bun]\n" +
         "       deno task bench --render   (redraw docs/BENCHMARKS.md from bench/results/)\n" +
         "Scenarios: " +
         scenarios(false).map((s) => s.name).join(", "),
@@ -100,6 +103,7 @@ function parseOptions(args: string[]): Options {
     parleyFlags: values["parley-flag"] ?? [],
     loaderProf: values["loader-prof"],
     generator,
+    bun: values.bun,
     warmupMs: values.quick ? 1_000 : 2_000,
     windowMs: values.quick ? 3_000 : 8_000,
   };
@@ -164,7 +168,7 @@ async function main(args: string[]): Promise<void> {
     return;
   }
   const m = await machine(options, args);
-  const selected = scenarios(options.quick).filter((s) =>
+  const selected = scenarios(options.quick, options.bun).filter((s) =>
     options.only.size === 0 || options.only.has(s.name)
   );
   console.log(

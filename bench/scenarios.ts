@@ -24,11 +24,13 @@ export interface Options {
   loaderProf: string | undefined;
   /** Which load generator drives the load scenarios (`--generator`); see `Generator` in proc.ts. */
   generator: "deno" | "go";
+  /** Whether Bun's pub/sub ({@link BUN}) joins the load scenarios' targets (`--bun`). */
+  bun: boolean;
   warmupMs: number;
   windowMs: number;
 }
 
-export type ServerKind = "baseline" | "parley";
+export type ServerKind = "baseline" | "bun" | "parley";
 
 /** One server configuration and client kind under test. */
 export interface Target {
@@ -40,6 +42,8 @@ export interface Target {
 
 /** The bare Deno broadcast server (`bench/baseline_bare.ts`): the reference point. */
 export const BASELINE: Target = { label: "baseline (bare Deno)", server: "baseline" };
+/** Bun's built-in pub/sub (`bench/baseline_bun.ts`, uWebSockets): a peer from another runtime. */
+export const BUN: Target = { label: "Bun pub/sub", server: "bun" };
 /** Parley on `memory:`, with clients that ask for the `parley.v1` subprotocol. */
 export const PARLEY_V1: Target = {
   label: "Parley, parley.v1",
@@ -117,10 +121,15 @@ export const FLOOD_READERS = 1_000;
 /** The server's own limits the overload scenario keeps: its rate limit and its outbox bounds. */
 const SERVER_LIMITS = ["rate", "burst", "outbox-messages", "outbox-bytes"];
 
-/** Lists every scenario in the order a run measures them; `quick` shrinks them. */
-export function scenarios(quick: boolean): Scenario[] {
+/**
+ * Lists every scenario in the order a run measures them; `quick` shrinks them, and `bun` adds
+ * {@link BUN} to the targets of the light, 100k, saturation and big-room scenarios.
+ */
+export function scenarios(quick: boolean, bun = false): Scenario[] {
   const clients = quick ? 200 : 1_000;
-  const targets = [BASELINE, PARLEY_V1, PARLEY_PLAIN];
+  const targets = bun
+    ? [BASELINE, BUN, PARLEY_V1, PARLEY_PLAIN]
+    : [BASELINE, PARLEY_V1, PARLEY_PLAIN];
   return [
     {
       kind: "load",
@@ -167,7 +176,7 @@ export function scenarios(quick: boolean): Scenario[] {
       name: "idle",
       title: "Idle memory: server RSS per open connection",
       points: quick ? [2_000, 5_000] : [10_000, 50_000],
-      targets,
+      targets: [BASELINE, PARLEY_V1, PARLEY_PLAIN],
     },
     {
       kind: "load",
@@ -221,7 +230,7 @@ export function scenarios(quick: boolean): Scenario[] {
       name: "profile",
       title: `Where server time goes at saturation (--cpu-prof, ${clients} clients)`,
       clients,
-      targets,
+      targets: [BASELINE, PARLEY_V1, PARLEY_PLAIN],
     },
   ];
 }
