@@ -5,7 +5,7 @@
  * run's {@link Machine} and its scenario reports: nothing here measures.
  */
 import { FD_HARD_LIMIT, FD_MARGIN, type Machine } from "./proc.ts";
-import { BASELINE, PARLEY_PLAIN, PARLEY_V1, type Target } from "./scenarios.ts";
+import { BASELINE, BUN, PARLEY_PLAIN, PARLEY_V1, type Target } from "./scenarios.ts";
 import type { LoadSummary, ScenarioReport } from "./summary.ts";
 
 /** Where one standing target stands after a run. */
@@ -101,6 +101,28 @@ export function verdicts(reports: ScenarioReport[]): Verdict[] {
       status: ratio !== undefined && base100k!.keepUp < 0.98
         ? "inconclusive: the baseline fell behind"
         : fairMiss(ratio === undefined ? undefined : ratio <= 1.5, r, base100k),
+    });
+  }
+  // Against Bun's pub/sub, when the run had it as a peer (`--bun`): within 1.25× on both.
+  const satBun = row("saturation", BUN);
+  if (satBun !== undefined && satV1 !== undefined) {
+    const r = satV1.cpuUsPerDelivery / satBun.cpuUsPerDelivery;
+    out.push({
+      target: "Saturation, parley.v1: CPU per delivery ≤ 1.25× Bun pub/sub's",
+      measured: `${fmt(r)}× (${fmt(satV1.cpuUsPerDelivery)} µs vs ${
+        fmt(satBun.cpuUsPerDelivery)
+      } µs)`,
+      status: fair(r <= 1.25, satV1, satBun),
+    });
+  }
+  const bun100k = row("100k", BUN);
+  const v1100k = row("100k", PARLEY_V1);
+  if (bun100k !== undefined && v1100k !== undefined) {
+    const r = v1100k.p99Ms / bun100k.p99Ms;
+    out.push({
+      target: "100k deliveries/s, parley.v1: p99 ≤ 1.25× Bun pub/sub's",
+      measured: `${fmt(r)}× (${fmt(v1100k.p99Ms)} ms vs ${fmt(bun100k.p99Ms)} ms)`,
+      status: fairMiss(r <= 1.25, v1100k, bun100k),
     });
   }
   const idle = find("idle")?.idle;

@@ -130,3 +130,40 @@ Deno.test("verdicts judge 100k latency against the bare baseline's p99 of the sa
     "1.38× (80.0 ms vs 57.9 ms): inconclusive: the baseline fell behind",
   ]);
 });
+
+Deno.test("verdicts compare parley.v1 with Bun's pub/sub only when the run measured Bun", () => {
+  const row = (target: string, p99Ms: number, cpuUsPerDelivery: number) =>
+    ({
+      target,
+      p99Ms,
+      cpuUsPerDelivery,
+      keepUp: 1,
+      serverCores: 0.95,
+      serverCoreBusy: 0.95,
+      deliveredPerS: 100_000,
+    }) as unknown as NonNullable<ScenarioReport["load"]>[number];
+  const report = (name: string, rows: ReturnType<typeof row>[]): ScenarioReport => ({
+    name,
+    title: name,
+    kind: "load",
+    raw: [],
+    load: rows,
+  });
+  const bunRows = (withBun: boolean) =>
+    verdicts([
+      report("saturation", [
+        row("Parley, parley.v1", 30, 1.55),
+        ...(withBun ? [row("Bun pub/sub", 16, 0.82)] : []),
+      ]),
+      report("100k", [
+        row("Parley, parley.v1", 29.2, 8),
+        ...(withBun ? [row("Bun pub/sub", 15.8, 5)] : []),
+      ]),
+    ]).filter((v) => v.target.includes("Bun")).map((v) => `${v.measured}: ${v.status}`);
+  // The issue's run: 1.9× Bun's CPU per delivery and 1.85× its p99.
+  assert.deepEqual(bunRows(true), [
+    "1.89× (1.55 µs vs 0.82 µs): missed",
+    "1.85× (29.2 ms vs 15.8 ms): missed",
+  ]);
+  assert.deepEqual(bunRows(false), []);
+});
