@@ -14,9 +14,7 @@
  * sent so far (the harness's server-side delivery count; one increment per send).
  */
 
-/** Seconds a client may leave a ping unanswered; the same as Parley's default idle timeout. */
-const IDLE_TIMEOUT_S = 60;
-const ROOM = "lobby";
+import { IDLE_TIMEOUT_S, messageFrame } from "./baseline_frame.ts";
 
 const port = Number(Deno.args[0] ?? "0");
 const hostname = Deno.args[1] ?? "127.0.0.1";
@@ -25,22 +23,9 @@ let lastId = 0;
 let sends = 0;
 
 function broadcast(data: unknown): void {
-  if (typeof data !== "string") return;
-  let frame: { sender?: unknown; content?: unknown };
-  try {
-    frame = JSON.parse(data);
-  } catch {
-    return;
-  }
-  if (frame === null || typeof frame !== "object") return;
-  const text = JSON.stringify({
-    type: "message",
-    room: ROOM,
-    sender: String(frame.sender ?? "anonymous"),
-    content: String(frame.content ?? ""),
-    id: ++lastId,
-    ts: new Date().toISOString(),
-  });
+  const text = messageFrame(data, lastId + 1);
+  if (text === undefined) return;
+  lastId++;
   for (const socket of sockets) {
     if (socket.readyState === WebSocket.OPEN) {
       socket.send(text);

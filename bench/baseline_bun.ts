@@ -10,6 +10,7 @@
  * `baseline_bun listening on http://127.0.0.1:PORT/`. `GET /count` answers the deliveries so far
  * (the room's subscribers at each publish, summed), as `baseline_bare.ts` counts its sends.
  */
+import { IDLE_TIMEOUT_S, messageFrame, ROOM } from "./baseline_frame.ts";
 
 /** The part of Bun's API this file uses (Deno type-checks it without Bun's types). */
 interface BunSocket {
@@ -35,10 +36,6 @@ declare const Bun: {
 };
 declare const process: { argv: string[] };
 
-/** Seconds a client may stay silent; the same as Parley's default idle timeout. */
-const IDLE_TIMEOUT_S = 60;
-const ROOM = "lobby";
-
 const port = Number(process.argv[2] ?? "0");
 const hostname = process.argv[3] ?? "127.0.0.1";
 let lastId = 0;
@@ -59,22 +56,9 @@ const server = Bun.serve({
       socket.subscribe(ROOM);
     },
     message(_socket, data) {
-      if (typeof data !== "string") return;
-      let frame: { sender?: unknown; content?: unknown };
-      try {
-        frame = JSON.parse(data);
-      } catch {
-        return;
-      }
-      if (frame === null || typeof frame !== "object") return;
-      const text = JSON.stringify({
-        type: "message",
-        room: ROOM,
-        sender: String(frame.sender ?? "anonymous"),
-        content: String(frame.content ?? ""),
-        id: ++lastId,
-        ts: new Date().toISOString(),
-      });
+      const text = messageFrame(data, lastId + 1);
+      if (text === undefined) return;
+      lastId++;
       server.publish(ROOM, text);
       sends += server.subscriberCount(ROOM);
     },
